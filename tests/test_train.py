@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+
+from unet_edu.diffusion import NoiseSchedule, diffusion_loss
+from unet_edu.models import DiffusionUNet, UNet2015
+from unet_edu.train import fit, load_checkpoint, save_checkpoint
+
+
+def _model():
+    torch.manual_seed(0)
+    return DiffusionUNet(base_channels=8, channel_mult=(1, 2), norm_groups=4, num_heads=2, num_classes=3,
+                         dropout=0.1, num_timesteps=100)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+
+
+SCHEDULE = NoiseSchedule("linear", 100)
+
+
+def _loss(model, batch, gen):
+    x, y = batch
+    return diffusion_loss(model, SCHEDULE, x, y, generator=gen)
+
+
+def test_fit_reduces_loss_and_records_history():
+    m = _model()
+    hist = fit(m, _loss, _data(), steps=40, batch_size=16, lr=3e-3, progress=False)
+    assert hist.steps == list(range(1, 41))
+    assert sum(hist.losses[-10:]) < sum(hist.losses[:10])
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    m = _model()
+    path = save_checkpoint(tmp_path / "m.safetensors", m, extra={"note": "test"})
+    twin, info = load_checkpoint(path)
+    assert info.model == "DiffusionUNet" and info.config == m.config and info.extra == {"note": "test"}
+    for (k, a), (_, b) in zip(m.state_dict().items(), twin.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert json.loads((tmp_path / "m.json").read_text())["config"] == m.config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files left
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = _model()
+    h_full = fit(full, _loss, _data(), steps=12, batch_size=8, progress=False, seed=5)
+
+    part = _model()
+    ck = tmp_path / "run.safetensors"
+    fit(part, _loss, _data(), steps=6, batch_size=8, progress=False, seed=5, checkpoint=ck)
+    torch.manual_seed(123)  # disturb the global RNG: resume must restore it
+    resumed = _model()
+    h_res = fit(resumed, _loss, _data(), steps=12, batch_size=8, progress=False, seed=5, checkpoint=ck, resume=True)
+    assert h_res.losses == h_full.losses
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_config_mismatch_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _model())
+    other = DiffusionUNet(base_channels=16, channel_mult=(1, 2), norm_groups=4, num_heads=2, num_classes=3,
+                          dropout=0.1, num_timesteps=100)
+    with pytest.raises(ValueError, match=r"different DiffusionUNet configuration \(base_channels: checkpoint 8 vs model 16\)"):
+        load_checkpoint(path, other)
+    with pytest.raises(ValueError, match=r"holds a DiffusionUNet, not a UNet2015"):
+        load_checkpoint(path, UNet2015(features=(4, 8)))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    m = _model()
+    path = save_checkpoint(tmp_path / "m.safetensors", m, step=1)
+    before = path.read_bytes()
+    import unet_edu.train as train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train, "save_file", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, m, step=2)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]

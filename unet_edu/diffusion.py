@@ -1,0 +1,268 @@
+"""The maths of denoising diffusion: noise schedules, the training loss, and two samplers.
+
+Notation (Ho et al., 2020): ``beta_t`` is the variance added at step ``t``, ``alpha_t = 1 -
+beta_t`` and ``alpha_bar_t = prod_{s<=t} alpha_s``.  The forward process jumps straight to any
+step::
+
+    x_t = sqrt(alpha_bar_t) * x_0 + sqrt(1 - alpha_bar_t) * eps,    eps ~ N(0, I)
+
+and the network ``eps_theta(x_t, t)`` learns to predict ``eps``.  Sampling runs the process
+backwards, with the stochastic DDPM sampler (all ``T`` steps) or the deterministic DDIM sampler
+(Song et al., 2021; any subset of steps).  Both can return the whole trajectory — ``x_t``, the
+predicted ``x_0`` and the predicted noise at every step — which the denoising explorer shows.
+
+Timesteps are 0-based here: ``t = 0`` is the first noising step and ``t = T - 1`` the last.
+Random numbers are drawn on the CPU from an optional :class:`torch.Generator` and then moved
+to the model's device, so a seed gives the same samples on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+__all__ = [
+    "NoiseSchedule",
+    "q_sample",
+    "diffusion_loss",
+    "guided_eps",
+    "ddpm_sample",
+    "ddim_sample",
+    "ddim_timesteps",
+    "Trajectory",
+]
+
+
+class NoiseSchedule:
+    """The variances ``beta_t`` of the forward process and the quantities derived from them.
+
+    ``kind="linear"``: ``beta`` rises linearly from ``beta_start=1e-4`` to ``beta_end=0.02``
+    (DDPM).  ``kind="cosine"``: ``alpha_bar_t = f(t)/f(0)`` with ``f(t) = cos^2(((t/T + s) /
+    (1 + s)) * pi/2)``, ``s = 0.008``, and ``beta_t`` clipped at 0.999 (Nichol & Dhariwal, 2021),
+    which destroys information more evenly over ``t``.
+
+    All tensors are float64 on the CPU; :meth:`at` gathers values for a batch of timesteps and
+    casts them to the batch's device and dtype.
+    """
+
+    def __init__(self, kind: str = "linear", num_steps: int = 1000, beta_start: float = 1e-4,
+                 beta_end: float = 0.02, cosine_s: float = 0.008):
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        self.kind = kind
+        self.num_steps = num_steps
+        if kind == "linear":
+            betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+        elif kind == "cosine":
+            steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+            f = torch.cos((steps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+            alpha_bar = f / f[0]
+            betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+        else:
+            raise ValueError(f"kind must be 'linear' or 'cosine', got {kind!r}")
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        # Variance of the true posterior q(x_{t-1} | x_t, x_0), used by the DDPM sampler.
+        self.posterior_variance = betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule(kind={self.kind!r}, num_steps={self.num_steps})"
+
+    def at(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``values[t]`` shaped ``(B, 1, 1, 1)`` on ``like``'s device and dtype."""
+        out = values[t.long().cpu()].to(device=like.device, dtype=like.dtype)
+        return out.view(-1, *([1] * (like.dim() - 1)))
+
+    def snr(self) -> torch.Tensor:
+        """Signal-to-noise ratio ``alpha_bar / (1 - alpha_bar)`` per step."""
+        return self.alphas_cumprod / (1 - self.alphas_cumprod)
+
+    def q_sample(self, x0, t, noise=None, generator=None):
+        """Shorthand for :func:`q_sample` with this schedule."""
+        return q_sample(self, x0, t, noise, generator)
+
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Invert the forward process: ``x0 = (x_t - sqrt(1 - a_bar) eps) / sqrt(a_bar)``."""
+        a = self.at(self.alphas_cumprod, t, x_t)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def _randn(shape, like: torch.Tensor | None = None, device=None, generator=None, dtype=torch.float32):
+    """Standard normal noise drawn on the CPU (reproducible everywhere) and moved to ``device``."""
+    if like is not None:
+        shape, device, dtype = like.shape, like.device, like.dtype
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise=None, generator=None):
+    """Draw ``x_t ~ q(x_t | x_0)``: ``sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) noise``."""
+    if noise is None:
+        noise = _randn(None, like=x0, generator=generator)
+    a = schedule.at(schedule.alphas_cumprod, t, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y=None, *, generator=None,
+                   p_uncond: float = 0.1, reduction: str = "mean") -> torch.Tensor:
+    """The DDPM training objective: MSE between the true and the predicted noise.
+
+    A timestep is drawn uniformly for each image.  For a class-conditional model (``y`` given),
+    each label is replaced by the null class with probability ``p_uncond``, so the same network
+    also learns the unconditional prediction that classifier-free guidance needs (Ho &
+    Salimans, 2022).  ``reduction="none"`` returns one loss per image (to plot loss against t).
+    """
+    b = x0.shape[0]
+    t = torch.randint(0, schedule.num_steps, (b,), generator=generator)
+    noise = _randn(None, like=x0, generator=generator)
+    x_t = q_sample(schedule, x0, t, noise)
+    if y is not None:
+        num_classes = model.config["num_classes"]
+        drop = torch.rand(b, generator=generator) < p_uncond
+        y = torch.where(drop.to(y.device), torch.full_like(y, num_classes), y)
+    eps = model(x_t, t.to(x0.device), y) if y is not None else model(x_t, t.to(x0.device))
+    loss = F.mse_loss(eps, noise, reduction="none").flatten(1).mean(1)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def guided_eps(model, x_t, t, y=None, guidance_scale: float = 1.0, context=None) -> torch.Tensor:
+    """Predicted noise, with classifier-free guidance when ``y`` is given and scale != 1.
+
+    ``eps = eps_uncond + s * (eps_cond - eps_uncond)``: ``s = 1`` is the plain conditional model,
+    ``s > 1`` pushes samples towards what makes them look like their class (sharper, less
+    varied), ``s = 0`` ignores the label.  Both predictions come from one batched call.
+    """
+    kwargs = {} if context is None else {"context": context}
+    if y is None:
+        return model(x_t, t, **kwargs)
+    if guidance_scale == 1.0:
+        return model(x_t, t, y, **kwargs)
+    null = torch.full_like(y, model.config["num_classes"])
+    both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]),
+                 **({} if context is None else {"context": torch.cat([context, context])}))
+    eps_cond, eps_uncond = both.chunk(2)
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+@dataclass
+class Trajectory:
+    """What a sampler produced: the final images and, if asked for, every step on the way.
+
+    ``timesteps[i]`` is the step that produced ``xt[i + 1]`` from ``xt[i]``; ``xt[0]`` is the
+    starting noise and ``xt[-1] == x``.  ``x0_pred[i]`` and ``eps_pred[i]`` are the network's
+    estimates of the clean image and of the noise at ``xt[i]``.  Stored tensors are on the CPU.
+    """
+
+    x: torch.Tensor
+    timesteps: list[int] = field(default_factory=list)
+    xt: list[torch.Tensor] = field(default_factory=list)
+    x0_pred: list[torch.Tensor] = field(default_factory=list)
+    eps_pred: list[torch.Tensor] = field(default_factory=list)
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prepare_labels(y, n: int, device):
+    if y is None:
+        return None
+    y = torch.as_tensor(y, dtype=torch.long)
+    return (y.expand(n) if y.dim() == 0 else y).to(device)
+
+
+@torch.no_grad()
+def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale: float = 1.0,
+                context=None, generator=None, clip_x0: bool = True, return_trajectory: bool = False,
+                progress: bool = True) -> Trajectory:
+    """Ancestral sampling (Ho et al., 2020): all ``T`` steps, fresh noise at each one.
+
+    Each step predicts ``x0`` from ``x_t`` (clipped to [-1, 1] when ``clip_x0``) and samples
+    ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
+    """
+    was_training = model.training
+    model.eval()
+    dev = _model_device(model)
+    x = _randn(shape, device=dev, generator=generator)
+    y = _prepare_labels(y, shape[0], dev)
+    traj = Trajectory(x=x)
+    if return_trajectory:
+        traj.xt.append(x.cpu())
+    s = schedule
+    for step in tqdm(range(s.num_steps - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
+        t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
+        eps = guided_eps(model, x, t, y, guidance_scale, context)
+        x0 = s.predict_x0(x, t, eps)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        a_bar, a_bar_prev = s.alphas_cumprod[step].item(), s.alphas_cumprod_prev[step].item()
+        beta, alpha = s.betas[step].item(), s.alphas[step].item()
+        mean = (math.sqrt(a_bar_prev) * beta / (1 - a_bar)) * x0 + (
+            math.sqrt(alpha) * (1 - a_bar_prev) / (1 - a_bar)) * x
+        if step > 0:
+            x = mean + math.sqrt(s.posterior_variance[step].item()) * _randn(None, like=x, generator=generator)
+        else:
+            x = mean
+        if return_trajectory:
+            traj.timesteps.append(step)
+            traj.xt.append(x.cpu())
+            traj.x0_pred.append(x0.cpu())
+            traj.eps_pred.append(eps.cpu())
+    model.train(was_training)
+    traj.x = x
+    return traj
+
+
+def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
+    """``steps`` timesteps spread evenly over ``[0, num_steps - 1]``, largest first."""
+    if not 1 <= steps <= num_steps:
+        raise ValueError(f"steps must lie in 1..{num_steps}, got {steps}")
+    ts = torch.linspace(0, num_steps - 1, steps, dtype=torch.float64).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+@torch.no_grad()
+def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: float = 0.0, *, y=None,
+                guidance_scale: float = 1.0, context=None, generator=None, clip_x0: bool = True,
+                return_trajectory: bool = False, progress: bool = True) -> Trajectory:
+    """DDIM sampling (Song et al., 2021) on a subset of ``steps`` timesteps.
+
+    With ``eta=0`` the update is deterministic: the same starting noise always gives the same
+    image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise.
+    """
+    was_training = model.training
+    model.eval()
+    dev = _model_device(model)
+    x = _randn(shape, device=dev, generator=generator)
+    y = _prepare_labels(y, shape[0], dev)
+    traj = Trajectory(x=x)
+    if return_trajectory:
+        traj.xt.append(x.cpu())
+    ts = ddim_timesteps(schedule.num_steps, steps)
+    a_bars = schedule.alphas_cumprod
+    for i, step in enumerate(tqdm(ts, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
+        t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
+        eps = guided_eps(model, x, t, y, guidance_scale, context)
+        a = a_bars[step].item()
+        a_prev = a_bars[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
+        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # keep eps consistent with x0
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * _randn(None, like=x, generator=generator)
+        if return_trajectory:
+            traj.timesteps.append(step)
+            traj.xt.append(x.cpu())
+            traj.x0_pred.append(x0.cpu())
+            traj.eps_pred.append(eps.cpu())
+    model.train(was_training)
+    traj.x = x
+    return traj

@@ -1,0 +1,26 @@
+"""The networks of the book, from the naive baseline to the diffusion U-Net.
+
+Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict),
+so a checkpoint can record them and :func:`build_model` can rebuild the same network.
+"""
+
+from .diffusion_unet import DiffusionUNet
+from .naive import NaiveCNN
+from .unet2015 import UNet2015, center_crop
+
+MODELS = {"NaiveCNN": NaiveCNN, "UNet2015": UNet2015, "DiffusionUNet": DiffusionUNet}
+
+
+def build_model(name: str, config: dict):
+    """Rebuild a model from its class name and ``config`` (as stored in a checkpoint)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    return MODELS[name](**config)
+
+
+def count_parameters(model) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model", "count_parameters"]

@@ -1,0 +1,247 @@
+"""The noise predictor of a diffusion model: a U-Net of ResBlocks, attention and time embedding.
+
+The layout follows DDPM (Ho et al., 2020) and its refinements (Nichol & Dhariwal, 2021):
+
+* ``conv_in`` lifts the image to ``base_channels``;
+* each encoder level has ``num_res_blocks`` ResBlocks (plus attention at the chosen levels)
+  and, except the lowest, a strided-convolution :class:`~unet_edu.blocks.Downsample`;
+* the middle is ResBlock, SelfAttention, ResBlock at the lowest resolution;
+* each decoder level has ``num_res_blocks + 1`` ResBlocks, each fed one stored encoder map by
+  concatenation (every encoder output — after ``conv_in``, each ResBlock and each Downsample —
+  is kept once and used once), and, except the top, an :class:`~unet_edu.blocks.Upsample`;
+* ``GroupNorm -> SiLU -> conv_out`` maps back to the image channels.
+
+The timestep goes through :class:`~unet_edu.blocks.SinusoidalTimeEmbedding` and a two-layer MLP
+to a vector of ``4 * base_channels`` that every ResBlock turns into its own scale and shift.
+A class label adds a learned embedding to that vector; label ``num_classes`` is the *null*
+class used for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..blocks import (
+    CrossAttention,
+    Downsample,
+    ResBlock,
+    SelfAttention,
+    SinusoidalTimeEmbedding,
+    Upsample,
+    group_norm,
+)
+from ..validation import check_divisible, check_image, check_timesteps
+
+__all__ = ["DiffusionUNet"]
+
+
+class DiffusionUNet(nn.Module):
+    """``eps_theta(x_t, t, y, context)``: predict the noise in ``x_t``.
+
+    Parameters
+    ----------
+    base_channels, channel_mult:
+        Level ``i`` has ``base_channels * channel_mult[i]`` channels; there are
+        ``len(channel_mult)`` levels, so height and width must be divisible by
+        ``2 ** (len(channel_mult) - 1)``.
+    num_res_blocks:
+        ResBlocks per encoder level (the decoder has one more per level).
+    attention_levels:
+        Indices of the levels that get SelfAttention after each ResBlock (default: the lowest
+        level only).  The middle block always has attention.
+    num_classes:
+        Build a class-conditional model; ``y`` takes values ``0 .. num_classes`` where
+        ``num_classes`` means "no label" (classifier-free guidance).
+    context_dim:
+        Add CrossAttention to a ``(B, N, context_dim)`` sequence at the attention levels.
+    time_conditioning:
+        ``False`` builds the ablation that never sees ``t``.
+    time_mode:
+        ``"scale_shift"`` (h * (1 + gamma) + beta) or ``"add"`` (h + beta).
+    skip:
+        ``"concat"`` or ``"none"`` (the decoder gets no encoder maps: the ablation).
+    num_timesteps:
+        Largest timestep plus one; ``t`` outside ``[0, num_timesteps)`` is an error.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_levels=None,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        context_dim: int | None = None,
+        time_conditioning: bool = True,
+        skip: str = "concat",
+        norm_groups: int = 32,
+        time_mode: str = "scale_shift",
+        num_timesteps: int = 1000,
+    ):
+        super().__init__()
+        channel_mult = tuple(int(m) for m in channel_mult)
+        levels = len(channel_mult)
+        if attention_levels is None:
+            attention_levels = (levels - 1,)
+        attention_levels = tuple(int(a) for a in attention_levels)
+        bad = [a for a in attention_levels if not 0 <= a < levels]
+        if bad:
+            raise ValueError(
+                f"attention_levels {bad} do not exist: this model has levels 0..{levels - 1} "
+                f"(channel_mult={channel_mult})"
+            )
+        if skip not in ("concat", "none"):
+            raise ValueError(
+                f"DiffusionUNet skip must be 'concat' or 'none', got {skip!r} (UNet2015 also has 'add')"
+            )
+        self.config = dict(
+            in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
+            channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
+            attention_levels=list(attention_levels), num_heads=num_heads, dropout=dropout,
+            num_classes=num_classes, context_dim=context_dim, time_conditioning=time_conditioning,
+            skip=skip, norm_groups=norm_groups, time_mode=time_mode, num_timesteps=num_timesteps,
+        )
+        self.levels = levels
+        emb_dim = 4 * base_channels
+        conditioned = time_conditioning or num_classes is not None
+
+        # Embeddings: timestep -> sinusoids -> MLP; optional class table (+1 null class).
+        self.time_embed = (
+            nn.Sequential(
+                SinusoidalTimeEmbedding(base_channels),
+                nn.Linear(base_channels, emb_dim),
+                nn.SiLU(),
+                nn.Linear(emb_dim, emb_dim),
+            )
+            if time_conditioning
+            else None
+        )
+        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+        def res(cin, cout):
+            return ResBlock(cin, cout, emb_dim if conditioned else None, dropout, norm_groups, time_mode)
+
+        def attn(ch):
+            layers = nn.ModuleList([SelfAttention(ch, num_heads, norm_groups)])
+            if context_dim is not None:
+                layers.append(CrossAttention(ch, context_dim, num_heads, norm_groups))
+            return layers
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        # Encoder: remember the channel count of every map we will hand to the decoder.
+        self.down = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch = base_channels
+        for level, mult in enumerate(channel_mult):
+            stage = nn.ModuleDict({"blocks": nn.ModuleList(), "attns": nn.ModuleList()})
+            for _ in range(num_res_blocks):
+                stage["blocks"].append(res(ch, base_channels * mult))
+                ch = base_channels * mult
+                stage["attns"].append(attn(ch) if level in attention_levels else nn.ModuleList())
+                skip_channels.append(ch)
+            if level < levels - 1:
+                stage["down"] = Downsample(ch)
+                skip_channels.append(ch)
+            self.down.append(stage)
+
+        self.mid_block1 = res(ch, ch)
+        self.mid_attn = attn(ch)
+        self.mid_block2 = res(ch, ch)
+
+        # Decoder: one more ResBlock per level than the encoder, each eating one skip map.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            stage = nn.ModuleDict({"blocks": nn.ModuleList(), "attns": nn.ModuleList()})
+            for _ in range(num_res_blocks + 1):
+                s = skip_channels.pop()
+                cin = ch + s if skip == "concat" else ch
+                stage["blocks"].append(res(cin, base_channels * mult))
+                ch = base_channels * mult
+                stage["attns"].append(attn(ch) if level in attention_levels else nn.ModuleList())
+            if level > 0:
+                stage["up"] = Upsample(ch)
+            self.up.append(stage)
+
+        self.norm_out = group_norm(ch, norm_groups, "DiffusionUNet output")
+        self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
+
+    # ------------------------------------------------------------------------------------------
+    def embed(self, t, y=None, batch: int | None = None) -> torch.Tensor | None:
+        """The conditioning vector every ResBlock receives (time and class embeddings summed)."""
+        emb = None
+        if self.time_embed is not None:
+            emb = self.time_embed(t)
+        if self.class_embed is not None:
+            e = self.class_embed(y)
+            emb = e if emb is None else emb + e
+        return emb
+
+    def _check_inputs(self, x, t, y, context):
+        cfg = self.config
+        check_image(x, cfg["in_channels"], "DiffusionUNet")
+        check_divisible(x, self.levels, "DiffusionUNet")
+        b = x.shape[0]
+        if cfg["time_conditioning"]:
+            t = check_timesteps(t, b, cfg["num_timesteps"], "DiffusionUNet").to(x.device)
+        n = cfg["num_classes"]
+        if n is None and y is not None:
+            raise ValueError(
+                "DiffusionUNet: got class labels y, but the model is unconditional; build it with "
+                "num_classes=<number of classes> or call it without y"
+            )
+        if n is not None:
+            if y is None:
+                y = torch.full((b,), n, dtype=torch.long, device=x.device)  # the null class
+            y = torch.as_tensor(y, device=x.device)
+            if y.dim() == 0:
+                y = y.expand(b)
+            if y.shape != (b,) or y.is_floating_point():
+                raise ValueError(f"DiffusionUNet: y must be {b} integer labels, got shape {tuple(y.shape)}")
+            if y.min() < 0 or y.max() > n:
+                raise ValueError(
+                    f"DiffusionUNet: labels must lie in 0..{n - 1} (or {n} for 'no label'), got "
+                    f"{y.min().item()}..{y.max().item()}"
+                )
+        if cfg["context_dim"] is None and context is not None:
+            raise ValueError("DiffusionUNet: got a context, but the model was built without context_dim")
+        if cfg["context_dim"] is not None and context is None:
+            raise ValueError(
+                f"DiffusionUNet: this model cross-attends to a context; pass context of shape "
+                f"({b}, N, {cfg['context_dim']})"
+            )
+        return t, y
+
+    @staticmethod
+    def _attend(layers, h, context):
+        for layer in layers:
+            h = layer(h, context) if isinstance(layer, CrossAttention) else layer(h)
+        return h
+
+    def forward(self, x, t=None, y=None, context=None) -> torch.Tensor:
+        t, y = self._check_inputs(x, t, y, context)
+        emb = self.embed(t, y)
+        h = self.conv_in(x)
+        skips = [h]
+        for stage in self.down:
+            for block, attn in zip(stage["blocks"], stage["attns"]):
+                h = self._attend(attn, block(h, emb), context)
+                skips.append(h)
+            if "down" in stage:
+                h = stage["down"](h)
+                skips.append(h)
+        h = self.mid_block2(self._attend(self.mid_attn, self.mid_block1(h, emb), context), emb)
+        for stage in self.up:
+            for block, attn in zip(stage["blocks"], stage["attns"]):
+                s = skips.pop()
+                if self.config["skip"] == "concat":
+                    h = torch.cat([h, s], dim=1)
+                h = self._attend(attn, block(h, emb), context)
+            if "up" in stage:
+                h = stage["up"](h)
+        return self.conv_out(nn.functional.silu(self.norm_out(h)))

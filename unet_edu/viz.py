@@ -1,0 +1,123 @@
+"""Pictures: image grids, feature maps, receptive-field overlays, loss curves (matplotlib).
+
+Every function draws into a given ``ax`` when one is passed (so chapters can compose figures)
+and otherwise makes its own figure; all return the ``Axes`` they drew on.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import torch
+from torchvision.utils import make_grid
+
+__all__ = ["show_images", "feature_map_grid", "rf_overlay", "plot_history", "figure_to_png", "image_to_png"]
+
+
+def _ax(ax, figsize=(6, 6)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None,
+                value_range=None, cmap: str = "gray"):
+    """Draw a batch ``(N, C, H, W)`` as one grid.
+
+    ``value_range=(lo, hi)`` fixes the grey scale (e.g. ``(-1, 1)`` for diffusion samples);
+    by default each call scales to its own min and max.
+    """
+    images = images.detach().float().cpu()
+    if value_range is not None:
+        lo, hi = value_range
+        images = ((images - lo) / (hi - lo)).clamp(0, 1)
+    else:
+        images = (images - images.min()) / (images.max() - images.min() + 1e-8)
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    ax = _ax(ax)
+    ax.imshow(grid[0] if grid.shape[0] == 1 or images.shape[1] == 1 else grid.permute(1, 2, 0),
+              cmap=cmap, vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def feature_map_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None, ax=None,
+                     title: str | None = None):
+    """Draw the channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``) side by side.
+
+    Each channel is scaled to its own range, so weak and strong channels are equally visible.
+    """
+    fmap = fmap.detach().float().cpu()
+    if fmap.dim() == 4:
+        fmap = fmap[0]
+    maps = fmap[:max_maps]
+    lo = maps.amin(dim=(1, 2), keepdim=True)
+    hi = maps.amax(dim=(1, 2), keepdim=True)
+    maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
+    nrow = nrow or int(max(1, round(len(maps) ** 0.5)))
+    grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)
+    ax = _ax(ax)
+    ax.imshow(grid[0], cmap="viridis", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def rf_overlay(image: torch.Tensor, mask: torch.Tensor | None = None, heatmap: torch.Tensor | None = None,
+               position=None, ax=None, title: str | None = None):
+    """An input image with a receptive field on top.
+
+    ``mask`` (bool ``(H, W)``) is outlined in red, ``heatmap`` (an effective receptive field)
+    is shown in semi-transparent colour, and ``position`` ``(row, col)`` marks the pixel.
+    """
+    image = image.detach().float().cpu().squeeze()
+    ax = _ax(ax)
+    ax.imshow(image, cmap="gray")
+    if heatmap is not None:
+        h = heatmap.detach().float().cpu()
+        ax.imshow(h / (h.max() + 1e-12), cmap="inferno", alpha=0.6)
+    if mask is not None:
+        ax.contour(mask.detach().cpu().float().numpy(), levels=[0.5], colors="red", linewidths=1.5)
+    if position is not None:
+        ax.plot(position[1], position[0], marker="+", color="cyan", markersize=12, mew=2)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(history, ax=None, label: str | None = None, window: int = 25, logy: bool = True):
+    """Loss curve of a :class:`~unet_edu.train.History`: raw (faint) and smoothed."""
+    ax = _ax(ax, figsize=(6, 3.5))
+    line = ax.plot(history.steps, history.losses, alpha=0.25)[0]
+    ax.plot(history.steps, history.smoothed(window), color=line.get_color(), label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("log")
+    if label:
+        ax.legend()
+    return ax
+
+
+def figure_to_png(fig, dpi: int = 80) -> bytes:
+    """Render a matplotlib figure to PNG bytes (for image widgets) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def image_to_png(img: torch.Tensor, value_range=(0.0, 1.0), scale: int = 4, cmap: str = "gray") -> bytes:
+    """A single-channel ``(H, W)`` tensor as PNG bytes, enlarged ``scale`` times (no smoothing)."""
+    img = img.detach().float().cpu().squeeze()
+    lo, hi = value_range
+    img = ((img - lo) / (hi - lo)).clamp(0, 1)
+    img = img.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    buf = io.BytesIO()
+    plt.imsave(buf, img.numpy(), cmap=cmap, vmin=0, vmax=1, format="png")
+    return buf.getvalue()
