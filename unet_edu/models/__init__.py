@@ -7,8 +7,10 @@ so a checkpoint can record them and :func:`build_model` can rebuild the same net
 from .diffusion_unet import DiffusionUNet
 from .naive import NaiveCNN
 from .unet2015 import UNet2015, center_crop
+from .variants import AttentionUNet, UNet3D, UNetPlusPlus
 
 MODELS = {"NaiveCNN": NaiveCNN, "UNet2015": UNet2015, "DiffusionUNet": DiffusionUNet}
+MODELS.update(AttentionUNet=AttentionUNet, UNetPlusPlus=UNetPlusPlus, UNet3D=UNet3D)
 
 
 def build_model(name: str, config: dict):
@@ -24,3 +26,4 @@ def count_parameters(model) -> int:
 
 
 __all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model", "count_parameters"]
+__all__ += ["AttentionUNet", "UNetPlusPlus", "UNet3D"]
