@@ -1,0 +1,72 @@
+import ipywidgets as W
+import pytest
+import torch
+
+from unet_edu.models import NaiveCNN, UNet2015
+from unet_edu.receptive_field import layer_table
+from unet_edu.widgets import IPYWIDGETS_8, FeatureMapExplorer
+from unet_edu.widgets.feature_maps import (
+    compute_frames, describe, layer_maps, layer_names, layer_receptive_field, render_maps,
+)
+
+
+def _models():
+    torch.manual_seed(0)
+    return {"naive": NaiveCNN(hidden=4, depth=5), "unet": UNet2015(features=(2, 4, 8), out_channels=1)}
+
+
+def test_layer_names_and_maps():
+    m = _models()
+    assert layer_names(m["naive"]) == ["conv1", "conv2", "conv3", "conv4", "out"]
+    names = layer_names(m["unet"])
+    assert names[:3] == ["enc0", "enc1", "bottleneck"] and "skip0" in names and names[-1] == "out"
+    x = torch.rand(2, 1, 16, 16)
+    maps = layer_maps(m["naive"], x)
+    assert maps["conv1"].shape == (2, 4, 16, 16) and (maps["conv1"] >= 0).all()  # after ReLU
+    assert torch.allclose(maps["out"], m["naive"](x))
+    assert layer_maps(m["unet"], x)["bottleneck"].shape == (2, 8, 4, 4)
+    with pytest.raises(TypeError):
+        layer_maps(torch.nn.Conv2d(1, 1, 3), x)
+
+
+def test_receptive_fields_match_the_recurrence():
+    naive = NaiveCNN(hidden=4, depth=5)
+    assert [layer_receptive_field(naive, n) for n in layer_names(naive)] == [3, 5, 7, 9, 11]
+    assert layer_receptive_field(naive, "out") == layer_table(naive)[-1]["rf"]
+    unet = UNet2015(features=(2, 4, 8), out_channels=1)
+    assert layer_receptive_field(unet, "enc0") == 5  # two 3x3 convolutions
+    assert layer_receptive_field(unet, "skip0") == 5  # the skip carries the encoder map as it is
+    assert layer_receptive_field(unet, "out") > layer_receptive_field(unet, "bottleneck") > 11
+
+
+def test_render_maps_is_small_png():
+    png = render_maps(torch.rand(16, 7, 7), max_maps=12, width=120)
+    assert png.startswith(b"\x89PNG") and len(png) < 20_000
+
+
+def test_compute_frames_keys_and_facts():
+    m = _models()
+    x = torch.rand(2, 1, 16, 16)
+    frames = compute_frames(m, x, layers={"unet": ["enc0", "bottleneck"]})
+    assert ("naive", 1, "conv3") in frames and ("unet", 0, "bottleneck") in frames
+    assert ("unet", 0, "dec0") not in frames
+    assert frames[("unet", 1, "bottleneck")].shape == (8, 4, 4)
+    assert frames[("naive", 0, "conv3")].receptive_field == 7
+    with pytest.raises(ValueError):
+        compute_frames(m, x, layers={"unet": ["nope"]})
+
+
+def test_explorer_widget_links_controls():
+    m = _models()
+    e = FeatureMapExplorer(m, torch.rand(2, 1, 16, 16), image_names=["a", "b"])
+    w = e.widget
+    assert isinstance(w, W.VBox) and e.layers_of("naive")[0] == "conv1"
+    model_dd, image_dd = w.children[0].children
+    assert model_dd.options == ("naive", "unet") and image_dd.options == ("a", "b")
+    body = w.children[1].children[1]
+    if IPYWIDGETS_8:
+        assert isinstance(body, W.Stack) and len(body.children) == 2
+        assert body.links[0].source == (model_dd, "index")
+    assert describe("dec1") == "decoder level 1" and describe("skip0").startswith("skip tensor")
+    with pytest.raises(ValueError):
+        FeatureMapExplorer(m, torch.rand(1, 16, 16))

@@ -1,0 +1,219 @@
+"""The 2015 segmentation recipe and how to score it.
+
+* Metrics for binary masks: :func:`iou`, :func:`dice`, :func:`boundary_accuracy` (accuracy on
+  the thin band around the true boundary, where blurry predictions fail first), and for
+  touching cells :func:`touching_gaps`, :func:`gap_background_rate` and
+  :func:`separated_instances` (how many true cells come out as their own connected component).
+* The loss: :func:`weighted_cross_entropy`, cross-entropy where each pixel counts ``w(x)``
+  times (the weight map of :func:`unet_edu.data.unet_weight_map`).
+* Augmentation: :func:`elastic_deform` warps an image and its label image with *one*
+  displacement field (torchvision's ``ElasticTransform`` applied to an ``Image`` and a ``Mask``
+  together, so the mask is resampled with nearest neighbours and keeps its integer labels).
+* Prediction on large images: :func:`overlap_tile_predict` cuts the image into output tiles,
+  gives each tile the real surrounding context the network eats (mirror-padding only at the
+  image border), and stitches the outputs.  With ``overlap=False`` each tile only gets a mirror
+  of itself as context, which shows the seams the overlap-tile strategy avoids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+__all__ = [
+    "iou",
+    "dice",
+    "boundary_band",
+    "boundary_accuracy",
+    "touching_gaps",
+    "gap_background_rate",
+    "separated_instances",
+    "weighted_cross_entropy",
+    "elastic_deform",
+    "mirror_pad",
+    "tile_margin",
+    "overlap_tile_predict",
+]
+
+
+def _bool(x) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    return x.bool() if x.dtype == torch.bool or not x.is_floating_point() else x > 0.5
+
+
+def iou(pred, target) -> float:
+    """Intersection over union of two binary masks (any shape; 1.0 when both are empty)."""
+    p, t = _bool(pred), _bool(target)
+    union = (p | t).sum().item()
+    return 1.0 if union == 0 else (p & t).sum().item() / union
+
+
+def dice(pred, target) -> float:
+    """Dice coefficient ``2|P & T| / (|P| + |T|)`` of two binary masks (1.0 when both are empty)."""
+    p, t = _bool(pred), _bool(target)
+    total = p.sum().item() + t.sum().item()
+    return 1.0 if total == 0 else 2 * (p & t).sum().item() / total
+
+
+def boundary_band(mask, width: int = 1) -> torch.Tensor:
+    """Pixels within ``width`` pixels (chessboard distance) of a foreground/background change.
+
+    ``mask`` is ``(H, W)`` or ``(N, H, W)``; the result has the same shape (bool).
+    """
+    m = _bool(mask).float()
+    squeeze = m.dim() == 2
+    m = m.reshape(-1, 1, *m.shape[-2:])
+    k = 2 * width + 1
+    # A pixel is near the boundary if its (2w+1)^2 window holds both classes.
+    hi = F.max_pool2d(F.pad(m, (width,) * 4, mode="replicate"), k, stride=1)
+    lo = -F.max_pool2d(F.pad(-m, (width,) * 4, mode="replicate"), k, stride=1)
+    band = (hi != lo)[:, 0]
+    return band[0] if squeeze else band
+
+
+def boundary_accuracy(pred, target, width: int = 1) -> float:
+    """Fraction of pixels in the boundary band of ``target`` that ``pred`` labels correctly."""
+    p, t = _bool(pred), _bool(target)
+    band = boundary_band(t, width)
+    n = band.sum().item()
+    return 1.0 if n == 0 else (p[band] == t[band]).float().mean().item()
+
+
+def touching_gaps(instances) -> torch.Tensor:
+    """Background pixels that have two *different* cells among their 8 neighbours.
+
+    These are the one-pixel gaps between touching cells in the ground truth; a network that
+    merges the cells paints them as foreground.  ``instances`` is ``(H, W)`` or ``(N, H, W)``.
+    """
+    inst = torch.as_tensor(instances).long()
+    squeeze = inst.dim() == 2
+    x = inst.reshape(-1, 1, *inst.shape[-2:]).float()
+    big = float(inst.max().item() + 1)
+    hi = F.max_pool2d(F.pad(x, (1,) * 4), 3, stride=1)
+    lo = -F.max_pool2d(F.pad(-torch.where(x > 0, x, torch.full_like(x, big)), (1,) * 4, value=-big), 3, stride=1)
+    gap = ((x == 0) & (hi > 0) & (lo < big) & (hi != lo))[:, 0]
+    return gap[0] if squeeze else gap
+
+
+def gap_background_rate(pred, instances) -> float:
+    """Fraction of the touching-cell gap pixels that ``pred`` correctly calls background."""
+    gaps = touching_gaps(instances)
+    p = _bool(pred).reshape(gaps.shape)
+    n = gaps.sum().item()
+    return 1.0 if n == 0 else (~p[gaps]).float().mean().item()
+
+
+def separated_instances(pred, instances, threshold: float = 0.5) -> tuple[int, int]:
+    """How many true cells are recovered as their own connected component of ``pred``.
+
+    The predicted foreground is split into 4-connected components (``scipy.ndimage.label``); a
+    true cell counts as separated when one component overlaps it with IoU above ``threshold``
+    (two merged cells share one component, so neither passes).  Returns ``(separated, total)``
+    summed over the batch.
+    """
+    pred = _bool(pred).cpu().numpy()
+    inst = torch.as_tensor(instances).cpu().numpy()
+    if inst.ndim == 2:
+        pred, inst = pred[None], inst[None]
+    found = total = 0
+    for p, t in zip(pred.reshape(inst.shape), inst):
+        comps, _ = ndimage.label(p)
+        for cell in np.unique(t[t > 0]):
+            total += 1
+            region = t == cell
+            ids, counts = np.unique(comps[region], return_counts=True)
+            best = max(((c, i) for i, c in zip(ids, counts) if i > 0), default=(0, 0))
+            if best[0] == 0:
+                continue
+            comp = comps == best[1]
+            if best[0] / np.logical_or(comp, region).sum() > threshold:
+                found += 1
+    return found, total
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pixels of ``w(x) * CE(x)``; with ``weight=None`` the plain cross-entropy.
+
+    ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)`` class indices, ``weight`` ``(N, H, W)``.
+    """
+    ce = F.cross_entropy(logits, target.long(), reduction="none")
+    if weight is None:
+        return ce.mean()
+    if weight.shape != ce.shape:
+        raise ValueError(f"weight must have the target's shape {tuple(ce.shape)}, got {tuple(weight.shape)}")
+    return (weight * ce).mean()
+
+
+def elastic_deform(image: torch.Tensor, labels: torch.Tensor, alpha: float = 30.0, sigma: float = 5.0,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp ``image`` ``(C, H, W)`` and its label image ``labels`` ``(H, W)`` with one field.
+
+    The displacement field is smooth random noise (Gaussian blur of width ``sigma``) scaled by
+    ``alpha`` pixels; the image is resampled bilinearly, the labels with nearest neighbours
+    (as a ``tv_tensors.Mask``), so cell ids stay integers.  ``seed`` makes it repeatable.
+    """
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    warp = v2.ElasticTransform(alpha=alpha, sigma=sigma)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        img, lab = warp(tv_tensors.Image(image), tv_tensors.Mask(labels[None]))
+    return img.as_subclass(torch.Tensor), lab.as_subclass(torch.Tensor)[0]
+
+
+def mirror_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mirror ``x`` ``(N, C, H, W)`` by ``pad`` pixels on each side, as the paper does at borders."""
+    if pad == 0:
+        return x
+    while pad >= min(x.shape[-2:]):  # reflection needs pad < size: mirror in stages
+        step = min(x.shape[-2:]) - 1
+        x, pad = F.pad(x, (step,) * 4, mode="reflect"), pad - step
+    return F.pad(x, (pad,) * 4, mode="reflect")
+
+
+def tile_margin(model, tile: int) -> int:
+    """The context (pixels per side) ``model`` needs around an output tile of side ``tile``.
+
+    Zero for a ``padding="same"`` model; for a ``padding="valid"`` :class:`UNet2015`, the
+    ``m`` with ``model.output_size(tile + 2m) == tile`` (ValueError if there is none).
+    """
+    if model.config.get("padding", "same") == "same":
+        return 0
+    for m in range(1, 4 * tile + 256):
+        if model.output_size(tile + 2 * m) == tile:
+            return m
+    raise ValueError(f"no input size gives an output tile of {tile}; try a tile like {[t for t in range(tile, tile + 16) if any(model.output_size(t + 2 * m) == t for m in range(1, 200))][:3]}")
+
+
+@torch.no_grad()
+def overlap_tile_predict(model, image: torch.Tensor, tile: int, overlap: bool = True) -> torch.Tensor:
+    """Predict ``image`` ``(N, C, H, W)`` tile by tile and stitch the outputs.
+
+    The output is cut into ``tile x tile`` tiles (the image is mirror-padded up to a multiple of
+    ``tile`` and cropped back).  With ``overlap=True`` each tile is predicted from the tile plus
+    :func:`tile_margin` pixels of real context taken from the (mirror-padded) whole image, so the
+    input windows of neighbouring tiles overlap and the result has no seams.  With
+    ``overlap=False`` each tile is predicted alone, padded with a mirror of *itself*: what the
+    network sees at the tile's edge is not the neighbouring image, and seams appear.
+    """
+    n, c, h, w = image.shape
+    m = tile_margin(model, tile)
+    H, W = -(-h // tile) * tile, -(-w // tile) * tile
+    base = F.pad(image, (0, W - w, 0, H - h), mode="reflect") if (H, W) != (h, w) else image
+    full = mirror_pad(base, m)
+    out = None
+    for top in range(0, H, tile):
+        for left in range(0, W, tile):
+            if overlap:
+                window = full[..., top : top + tile + 2 * m, left : left + tile + 2 * m]
+            else:
+                own = base[..., top : top + tile, left : left + tile]
+                window = mirror_pad(own, m)
+            pred = model(window)
+            if out is None:
+                out = image.new_zeros(n, pred.shape[1], H, W)
+            out[..., top : top + tile, left : left + tile] = pred
+    return out[..., :h, :w]
