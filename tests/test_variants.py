@@ -131,3 +131,19 @@ def test_conv_block_group_norm_swaps_batchnorm():
     kinds = [type(layer).__name__ for layer in b]
     assert kinds == ["Conv2d", "GroupNorm", "ReLU", "Conv2d", "GroupNorm", "ReLU"]
     assert b[1].num_groups == 4
+
+
+def test_gate_explorer_frames():
+    from unet_edu.widgets.gates import GateExplorer, gate_frames, gate_maps_for
+
+    m = AttentionUNet(features=(4, 8, 16))
+    m.train()
+    x = torch.rand(3, 1, 16, 16)
+    pred, maps = gate_maps_for(m, x)
+    assert m.training  # mode restored
+    assert pred.shape == (3, 16, 16) and [a.shape for a in maps] == [(3, 16, 16), (3, 8, 8)]
+    frames = gate_frames(m, x, masks=torch.zeros(3, 16, 16, dtype=torch.long))
+    assert len(frames) == 3 and all(f.startswith(b"\x89PNG") for f in frames)
+    assert GateExplorer(m, x[:2]) is not None
+    with pytest.raises(ValueError, match="gates=True"):
+        gate_maps_for(AttentionUNet(features=(4, 8), gates=False), x)
