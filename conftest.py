@@ -14,3 +14,23 @@ import torch  # noqa: E402
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def built_site():
+    """Build the website once per test run (``jupyter-book build . -W``); return its html folder.
+
+    The build result (return code and log) is attached as ``.build`` so that the build test can
+    report it, and the browser test can use the same pages.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return {"html": root / "_build" / "html", "returncode": result.returncode,
+            "log": result.stdout[-4000:] + result.stderr[-4000:]}
