@@ -1,0 +1,104 @@
+"""How good are generated digits?  A Fréchet distance in the feature space of a digit classifier.
+
+The Fréchet distance between two Gaussians ``N(m1, C1)`` and ``N(m2, C2)`` is::
+
+    FD = |m1 - m2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))
+
+FID (Heusel et al., 2017) fits one Gaussian to the Inception-v3 features of real images and
+one to those of generated images and reports this distance.  Inception is far too large for
+28x28 digits, so the book uses :class:`DigitClassifier`, a small CNN trained on MNIST, and its
+64-dimensional penultimate layer as the feature space: the numbers are *not* comparable with
+published FID values, only with each other (same classifier, same sample sizes).
+
+* :func:`frechet_distance` — the distance between two sets of feature vectors;
+* :func:`gaussian_frechet_distance` — the same from means and covariances;
+* :class:`DigitClassifier` — the classifier; :func:`classifier_features` runs it in batches.
+
+The trained classifier ships with the package: ``unet_edu.pretrained.load("digit-classifier")``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch import nn
+
+__all__ = ["DigitClassifier", "frechet_distance", "gaussian_frechet_distance", "classifier_features",
+           "feature_statistics"]
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for 28x28 digits in [0, 1]: three conv stages, a 64-d feature layer, 10 logits.
+
+    ``features(x)`` returns the 64-dimensional vector (after ReLU) that the Fréchet distance
+    uses; ``forward(x)`` returns the logits.
+    """
+
+    def __init__(self, width: int = 32, feature_dim: int = 64, num_classes: int = 10):
+        super().__init__()
+        self.config = dict(width=width, feature_dim=feature_dim, num_classes=num_classes)
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),          # 14x14
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(2 * w, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@torch.no_grad()
+def classifier_features(classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 500,
+                        value_range=(0.0, 1.0)):
+    """Features and predicted labels of ``images`` ``(N, 1, 28, 28)``, as CPU float64 / int64.
+
+    ``value_range`` is the range of ``images``: use ``(-1, 1)`` for raw diffusion samples; they
+    are clamped and mapped to [0, 1], which the classifier was trained on.
+    """
+    lo, hi = value_range
+    classifier.eval()
+    dev = next(classifier.parameters()).device
+    feats, preds = [], []
+    for chunk in images.split(batch_size):
+        x = ((chunk.float() - lo) / (hi - lo)).clamp(0, 1).to(dev)
+        f = classifier.features(x)
+        feats.append(f.double().cpu())
+        preds.append(classifier.head(f).argmax(1).cpu())
+    return torch.cat(feats), torch.cat(preds)
+
+
+def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
+    """Mean vector and covariance matrix (rows are samples) as float64 NumPy arrays."""
+    f = np.asarray(feats.detach().cpu() if isinstance(feats, torch.Tensor) else feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need a (N, D) array of features with N >= 2, got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 sqrtm(C1 C2))`` for two Gaussians."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
+        raise ValueError(f"shapes differ: means {mu1.shape} vs {mu2.shape}, covariances {cov1.shape} vs {cov2.shape}")
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():  # nearly singular product: regularise a little
+        eye = np.eye(len(cov1)) * 1e-6
+        covmean = linalg.sqrtm((cov1 + eye) @ (cov2 + eye))
+    covmean = np.real(covmean)  # tiny imaginary parts are round-off
+    diff = mu1 - mu2
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean)
+    return float(max(value, 0.0))
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of feature vectors ``(N, D)``."""
+    return gaussian_frechet_distance(*feature_statistics(feats_a), *feature_statistics(feats_b))

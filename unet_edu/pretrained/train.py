@@ -1,0 +1,172 @@
+"""Re-train the models shipped with the package: ``python -m unet_edu.pretrained.train NAME``.
+
+``NAME`` is ``digits-ddpm`` (the class-conditional diffusion U-Net of chapter 5) or
+``digit-classifier`` (the small CNN whose features the Fréchet distance uses; ``classifier`` is
+accepted too).  Both train on ``unet_edu.data.mnist("train")`` with a fixed seed on whatever
+device :func:`unet_edu.device` picks, and write ``<name>.safetensors`` plus ``<name>.json``
+next to this file (or into ``--out``).
+
+The diffusion run is built to be stopped and continued: it trains in chunks of
+``--chunk`` steps, saves a working checkpoint (weights, optimizer, random state and the EMA
+weights) after each chunk under ``--work``, and ``--resume`` picks it up again.  It stops after
+``--steps`` steps or once ``--max-minutes`` of wall time have passed, whichever comes first, and
+then writes the shipped file: the EMA weights only (no optimizer state), with the schedule, the
+number of steps, the wall time and the final loss in the checkpoint's ``extra``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+# The shipped diffusion model: small enough to train on a laptop CPU in under an hour.
+DDPM_CONFIG = dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2, attention_levels=(2,),
+                   num_heads=4, num_classes=10, norm_groups=8)
+DDPM_TRAINING = dict(schedule="cosine", num_timesteps=1000, batch_size=64, lr=1e-3, p_uncond=0.1,
+                     ema_decay=0.999, seed=0, grad_clip=1.0)
+CLASSIFIER_TRAINING = dict(steps=1500, batch_size=64, lr=2e-3, weight_decay=1e-4, seed=0)
+
+
+def _ema_update(ema, model, decay):
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1.0 - decay)
+        for be, bm in zip(ema.buffers(), model.buffers()):
+            be.copy_(bm)
+
+
+def train_ddpm(steps: int = 8000, chunk: int = 500, max_minutes: float = 50.0, out: Path = HERE,
+               work: Path = HERE / "_work", resume: bool = False, threads: int | None = None) -> Path:
+    from ..data import mnist
+    from ..diffusion import NoiseSchedule, diffusion_loss
+    from ..models import DiffusionUNet
+    from ..runtime import device, seed_everything
+    from ..train import History, fit, load_checkpoint, save_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg, tr = DDPM_CONFIG, DDPM_TRAINING
+    seed_everything(tr["seed"])
+    dev = device()
+    digits = mnist("train")
+    x = digits.images * 2 - 1  # [0, 1] -> [-1, 1]
+    y = digits.labels
+    schedule = NoiseSchedule(tr["schedule"], tr["num_timesteps"])
+    model = DiffusionUNet(**cfg, num_timesteps=tr["num_timesteps"]).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    work.mkdir(parents=True, exist_ok=True)
+    state_path, ema_path = work / "digits-ddpm-state.safetensors", work / "digits-ddpm-ema.safetensors"
+    log_path = work / "digits-ddpm-log.json"
+    log = {"elapsed_s": 0.0}
+    if resume and state_path.exists():
+        load_checkpoint(ema_path, ema)
+        log = json.loads(log_path.read_text())
+    else:
+        state_path.unlink(missing_ok=True)
+
+    def loss_fn(m, batch, gen):
+        return diffusion_loss(m, schedule, batch[0], batch[1], generator=gen, p_uncond=tr["p_uncond"])
+
+    def after_step(step, loss):
+        # EMA with a warm-up, so early weights do not dominate a short run.
+        _ema_update(ema, model, min(tr["ema_decay"], (1 + step) / (10 + step)))
+
+    start = time.time() - log["elapsed_s"]
+    history = History()
+    done = 0
+    while done < steps:
+        target = min(steps, (done // chunk + 1) * chunk)
+        history = fit(model, loss_fn, (x, y), steps=target, batch_size=tr["batch_size"], lr=tr["lr"],
+                      grad_clip=tr["grad_clip"], seed=tr["seed"], checkpoint=state_path,
+                      checkpoint_every=0, resume=True, progress=False, callback=after_step)
+        done = target
+        log["elapsed_s"] = time.time() - start
+        save_checkpoint(ema_path, ema, step=done)
+        log_path.write_text(json.dumps(log))
+        recent = history.losses[-chunk:]
+        print(f"step {done}: mean loss over last {len(recent)} steps {sum(recent) / len(recent):.4f}, "
+              f"{log['elapsed_s'] / 60:.1f} min", flush=True)
+        if log["elapsed_s"] > max_minutes * 60:
+            break
+    final = history.losses[-200:]
+    extra = {
+        "training": {**tr, "steps": done, "data": digits.source, "data_range": [-1, 1],
+                     "weights": "EMA of the trained weights", "device": dev.type,
+                     "threads": torch.get_num_threads()},
+        "wall_time_s": round(log["elapsed_s"], 1),
+        "final_loss": round(sum(final) / len(final), 5),
+        "final_loss_note": "mean training loss over the last 200 steps",
+        "command": "python -m unet_edu.pretrained.train digits-ddpm",
+    }
+    hist = History(history.steps, [round(v, 5) for v in history.losses])
+    path = save_checkpoint(Path(out) / "digits-ddpm.safetensors", ema, step=done, history=hist, extra=extra)
+    print(f"wrote {path.name}: {done} steps, {log['elapsed_s'] / 60:.1f} min, final loss {extra['final_loss']}")
+    return path
+
+
+def train_classifier(out: Path = HERE, threads: int | None = None) -> Path:
+    from ..data import mnist
+    from ..metrics import DigitClassifier
+    from ..runtime import device, seed_everything
+    from ..train import History, fit, save_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    tr = CLASSIFIER_TRAINING
+    seed_everything(tr["seed"])
+    dev = device()
+    train, test = mnist("train"), mnist("test")
+    model = DigitClassifier().to(dev)
+    t0 = time.time()
+
+    def loss_fn(m, batch, gen):
+        images, labels = batch
+        # Small random shifts (up to 2 pixels) make the classifier less brittle on samples.
+        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+        images = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
+        return torch.nn.functional.cross_entropy(m(images), labels)
+
+    history = fit(model, loss_fn, (train.images, train.labels), steps=tr["steps"], batch_size=tr["batch_size"],
+                  lr=tr["lr"], weight_decay=tr["weight_decay"], seed=tr["seed"], progress=False)
+    wall = time.time() - t0
+    model.eval()
+    with torch.no_grad():
+        pred = model(test.images.to(dev)).argmax(1).cpu()
+    acc = float((pred == test.labels).float().mean())
+    extra = {"training": {**tr, "data": train.source, "device": dev.type}, "wall_time_s": round(wall, 1),
+             "test_accuracy": round(acc, 4), "test_data": test.source,
+             "command": "python -m unet_edu.pretrained.train digit-classifier"}
+    hist = History(history.steps, [round(v, 5) for v in history.losses])
+    path = save_checkpoint(Path(out) / "digit-classifier.safetensors", model, step=tr["steps"], history=hist,
+                           extra=extra)
+    print(f"wrote {path.name}: test accuracy {acc:.4f} on {len(test.labels)} digits, {wall:.0f} s")
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("name", choices=["digits-ddpm", "digit-classifier", "classifier"])
+    p.add_argument("--steps", type=int, default=8000, help="diffusion: most optimizer steps")
+    p.add_argument("--chunk", type=int, default=500, help="diffusion: steps between working checkpoints")
+    p.add_argument("--max-minutes", type=float, default=50.0, help="diffusion: wall-clock cap")
+    p.add_argument("--resume", action="store_true", help="diffusion: continue from the working checkpoint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=HERE, help="folder for the shipped files")
+    p.add_argument("--work", type=Path, default=HERE / "_work", help="diffusion: folder for working checkpoints")
+    a = p.parse_args(argv)
+    if a.name == "digits-ddpm":
+        train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads)
+    else:
+        train_classifier(a.out, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
