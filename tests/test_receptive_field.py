@@ -63,3 +63,14 @@ def test_effective_rf_is_normalised_and_inside_exact_rf():
     assert erf[~exact].abs().max().item() == 0.0
     assert 1 <= erf_extent(erf, 0.95) <= 11
     assert net.training  # mode restored
+
+
+def test_erf_std_of_a_gaussian_is_its_sigma():
+    from unet_edu.receptive_field import erf_std
+
+    r = torch.arange(81, dtype=torch.float64) - 40
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 5.0**2))
+    assert erf_std(g) == pytest.approx(5.0, rel=1e-6)
+    point = torch.zeros(9, 9)
+    point[4, 4] = 1
+    assert erf_std(point) == 0.0

@@ -39,6 +39,7 @@ __all__ = [
     "rf_extent",
     "effective_receptive_field",
     "erf_extent",
+    "erf_std",
 ]
 
 
@@ -212,3 +213,21 @@ def erf_extent(erf: torch.Tensor, mass: float = 0.95) -> int:
         if float(box.sum()) >= mass * total - 1e-12:
             return 2 * half + 1
     return max(h, w)
+
+
+def erf_std(erf: torch.Tensor) -> float:
+    """Spatial standard deviation of an effective receptive field, in pixels.
+
+    The map is treated as a probability distribution over the pixels; the result is the root
+    mean square of its row and column standard deviations.  For a Gaussian-shaped field this is
+    the Gaussian's sigma, the quantity Luo et al. (2016) show grows like the square root of the
+    depth of a plain convolutional stack.
+    """
+    h, w = erf.shape
+    p = erf.double().abs()
+    p = p / p.sum()
+    rows, cols = torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)
+    pr, pc = p.sum(1), p.sum(0)
+    var_r = float((pr * rows**2).sum() - (pr * rows).sum() ** 2)
+    var_c = float((pc * cols**2).sum() - (pc * cols).sum() ** 2)
+    return math.sqrt(max(0.0, (var_r + var_c) / 2))

@@ -1,0 +1,89 @@
+import ipywidgets as W
+import pytest
+import torch
+from torch import nn
+
+from unet_edu.models import DiffusionUNet, NaiveCNN, UNet2015
+from unet_edu.receptive_field import exact_receptive_field
+from unet_edu.widgets import IPYWIDGETS_8
+from unet_edu.widgets.receptive_field import (ReceptiveFieldExplorer, compute_frames, default_forward, exact_twin,
+                                              position_grid, rf_data, render_frame)
+
+
+def test_position_grid_spans_the_map():
+    grid = position_grid(28, 20, 4)
+    assert len(grid) == 4 and all(len(r) == 4 for r in grid)
+    assert grid[0][0] == (0, 0) and grid[-1][-1] == (27, 19)
+    assert position_grid(9, 9, 1) == [[(4, 4)]]
+    with pytest.raises(ValueError, match="n must lie"):
+        position_grid(4, 4, 5)
+
+
+def test_naive_cnn_fields_are_11_pixels_inside_the_image():
+    torch.manual_seed(0)
+    net = NaiveCNN(depth=5, hidden=4)
+    data = rf_data(net, torch.randn(2, 1, 24, 24), [(12, 12), (0, 0)])
+    assert data[0].size == (11, 11) and data[0].pixels == 121
+    assert data[1].size == (6, 6)  # clipped by the image corner
+    for d in data:
+        assert d.erf.sum().item() == pytest.approx(1.0, abs=1e-5)
+        assert d.erf[~d.mask].abs().max().item() == 0.0  # the effective field lies inside the exact one
+        assert 1 <= d.erf_size <= 11 and d.erf_sigma > 0
+
+
+def test_exact_twin_keeps_the_fields():
+    wide = UNet2015(features=(4, 8, 16), padding="same")
+    twin = exact_twin(wide)
+    assert twin.config["features"] == [1, 1, 1]
+    pos = [(0, 0), (7, 9)]
+    assert torch.equal(exact_receptive_field(wide, (1, 16, 16), pos), exact_receptive_field(twin, (1, 16, 16), pos))
+
+
+def test_diffusion_unet_twin_drops_conditioning_and_keeps_removed_attention():
+    net = DiffusionUNet(base_channels=8, channel_mult=(1, 2), norm_groups=4, num_heads=2, num_classes=3)
+    net.mid_attn = nn.ModuleList()
+    twin = exact_twin(net)
+    assert twin.time_embed is None and twin.class_embed is None and len(twin.mid_attn) == 0
+    assert len(twin.down[1]["attns"][0]) == 1  # attention the model still has is kept
+    out = default_forward(7)(net, torch.randn(2, 1, 8, 8))
+    assert out.shape == (2, 1, 8, 8)
+
+
+def test_attention_makes_the_exact_field_global_and_removing_it_local():
+    torch.manual_seed(0)
+    net = DiffusionUNet(base_channels=8, channel_mult=(1, 2), norm_groups=4, num_heads=2, attention_levels=())
+    x = torch.randn(1, 1, 128, 128)
+    (with_attn,) = rf_data(net, x, [(0, 0)])
+    assert with_attn.pixels == 128 * 128  # the middle block's attention sees everything
+    net.mid_attn = nn.ModuleList()
+    (without,) = rf_data(net, x, [(0, 0)])
+    assert without.pixels < 128 * 128 and without.size[0] < 128
+
+
+def test_frames_and_widget():
+    torch.manual_seed(0)
+    models = {"naive": NaiveCNN(depth=3, hidden=4), "unet": UNet2015(features=(2, 4))}
+    image = torch.rand(1, 16, 16)
+    frames = compute_frames(models, image, 2, render=False)
+    assert set(frames) == {"naive", "unet"} and len(frames["naive"]) == 2
+    assert frames["naive"][1][0][1].position == (15, 0)
+    assert frames["naive"][0][0][1].size == (4, 4)  # 7x7 field cut by the corner
+    dead = NaiveCNN(depth=3, hidden=2)
+    for p in dead.parameters():
+        nn.init.constant_(p, -1.0)  # every ReLU dead: no gradient reaches the input
+    (d,) = rf_data(dead, image[None], [(3, 3)])
+    assert d.erf_size == 0 and d.erf.sum().item() == 0.0 and d.size == (7, 7)
+    png = render_frame(image[0], frames["unet"][0][1][1], "unet")
+    assert png.startswith(b"\x89PNG")
+    explorer = ReceptiveFieldExplorer(models, image, 2)
+    box = explorer.widget
+    assert isinstance(box, W.VBox)
+    dropdown, row, col = box.children[0].children[0], box.children[1], box.children[2]
+    view = box.children[3]
+    if IPYWIDGETS_8:
+        assert isinstance(view, W.Stack) and len(view.children) == 2
+        assert view.links[0].source == (dropdown, "index")
+        inner = view.children[0]
+        assert inner.links[0].source == (row, "value") and len(inner.children) == 2
+        assert inner.children[1].links[0].source == (col, "value")
+        assert isinstance(inner.children[1].children[0], W.Image)

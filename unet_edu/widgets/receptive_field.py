@@ -1,0 +1,221 @@
+"""ReceptiveFieldExplorer: which input pixels can move an output pixel, and which ones do.
+
+Pick a model and an output pixel; over the input image the explorer outlines the exact
+theoretical receptive field (every pixel connected to the output by some path, computed with
+:func:`unet_edu.receptive_field.exact_receptive_field`) and paints the effective one as a
+heatmap (the gradient magnitude of the real network, Luo et al., 2016), with both sizes.
+
+The data path is plain functions that tests call:
+
+* :func:`position_grid` — ``n x n`` output pixels spread evenly over the map;
+* :func:`exact_twin` — a copy of the architecture whose exact field is cheap to compute
+  (one channel where the widths do not matter, no time or class input where the model has
+  one: a per-channel scale and shift never changes which pixels are connected);
+* :func:`default_forward` — how a model is called (a fixed timestep for a diffusion U-Net);
+* :func:`rf_data` — masks, effective fields and sizes for a list of positions;
+* :func:`render_frame` — one frame as PNG bytes (:func:`unet_edu.viz.rf_overlay`);
+* :func:`compute_frames` — every (model, position) frame in advance.
+
+The widget puts the frames into nested stacks linked to the controls in the browser
+(:func:`unet_edu.widgets.linked_stack`): one page per model, in it one page per row, in that
+one frame per column.  So it responds on the static website too, with no kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from ..models import DiffusionUNet, NaiveCNN, UNet2015
+from ..receptive_field import effective_receptive_field, erf_extent, erf_std, exact_receptive_field, rf_extent
+from ..viz import figure_to_png, rf_overlay
+from .frames import linked_stack, png_image
+
+__all__ = [
+    "position_grid",
+    "exact_twin",
+    "default_forward",
+    "RFData",
+    "rf_data",
+    "render_frame",
+    "compute_frames",
+    "ReceptiveFieldExplorer",
+]
+
+
+def position_grid(height: int, width: int, n: int = 8) -> list[list[tuple[int, int]]]:
+    """``n x n`` output positions spread evenly over a ``height x width`` map, as rows of
+    ``(row, col)`` pairs; the first and last rows and columns touch the borders."""
+    if n < 1 or n > min(height, width):
+        raise ValueError(f"n must lie in 1..{min(height, width)} for a {height}x{width} map, got {n}")
+
+    def spread(size):
+        if n == 1:
+            return [size // 2]
+        return [round(i * (size - 1) / (n - 1)) for i in range(n)]
+
+    return [[(r, c) for c in spread(width)] for r in spread(height)]
+
+
+def exact_twin(model: nn.Module) -> nn.Module:
+    """An architecture twin with the same exact receptive fields, cheaper to compute.
+
+    :class:`~unet_edu.models.NaiveCNN` and :class:`~unet_edu.models.UNet2015` get one channel
+    per layer; a :class:`~unet_edu.models.DiffusionUNet` keeps its widths (GroupNorm needs them)
+    but loses its time, class and context inputs, which only scale and shift whole channels.
+    Attention blocks removed from a model by hand (an emptied ``ModuleList``) stay removed.
+    Any other model is returned as it is.
+    """
+    cfg = getattr(model, "config", None)
+    if isinstance(model, NaiveCNN):
+        return NaiveCNN(cfg["in_channels"], hidden=1, depth=cfg["depth"], out_channels=1)
+    if isinstance(model, UNet2015):
+        return UNet2015(cfg["in_channels"], 1, (1,) * len(cfg["features"]), cfg["padding"], cfg["skip"])
+    if isinstance(model, DiffusionUNet):
+        twin = DiffusionUNet(**{**cfg, "time_conditioning": False, "num_classes": None, "context_dim": None})
+        _copy_removed_attention(model, twin)
+        return twin
+    return model
+
+
+def _copy_removed_attention(model: nn.Module, twin: nn.Module) -> None:
+    """Empty the twin's attention lists wherever the model's are empty."""
+    ours = dict(model.named_modules())
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, nn.ModuleList) and name in ours:
+            if len(ours[name]) == 0 and len(module) > 0:
+                parent_name, _, child = name.rpartition(".")
+                parent = twin.get_submodule(parent_name) if parent_name else twin
+                if isinstance(parent, nn.ModuleList):
+                    parent[int(child)] = nn.ModuleList()
+                else:
+                    setattr(parent, child, nn.ModuleList())
+
+
+def default_forward(t: int = 500):
+    """``forward(model, x)`` for the receptive-field tools: a DiffusionUNet that needs a
+    timestep gets ``t`` for every image; other models are called with ``x`` alone."""
+
+    def forward(model, x):
+        if isinstance(model, DiffusionUNet) and model.config["time_conditioning"]:
+            return model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+        return model(x)
+
+    return forward
+
+
+@dataclass
+class RFData:
+    """Receptive fields of one output pixel.
+
+    ``mask`` the exact field (bool ``(H, W)``), ``size`` its bounding box ``(h, w)``, ``pixels``
+    how many input pixels it holds; ``erf`` the effective field (``(H, W)``, sums to 1),
+    ``erf_size`` the side of the square holding 95% of it, ``erf_sigma`` its spread in pixels.
+    """
+
+    position: tuple[int, int]
+    mask: torch.Tensor
+    size: tuple[int, int]
+    pixels: int
+    erf: torch.Tensor
+    erf_size: int
+    erf_sigma: float
+
+
+def rf_data(model: nn.Module, erf_inputs: torch.Tensor, positions, *, forward=None) -> list[RFData]:
+    """Exact and effective receptive fields of ``model`` for each ``(row, col)`` in ``positions``.
+
+    ``erf_inputs`` ``(B, C, H, W)`` is the batch the effective field is averaged over (noise
+    for an untrained model, real images for a trained one); its shape also fixes the input
+    shape of the exact field.  ``forward`` defaults to :func:`default_forward`.
+    """
+    forward = forward or default_forward()
+    positions = [tuple(p) for p in positions]
+    twin = exact_twin(model)
+    masks = exact_receptive_field(twin, tuple(erf_inputs.shape[1:]), positions, forward=forward)
+    dev = next(model.parameters()).device
+    x = erf_inputs.to(dev)
+    out = []
+    for pos, mask in zip(positions, masks):
+        erf = effective_receptive_field(model, x, pos, forward=forward)
+        if not bool(torch.isfinite(erf).all()):  # no gradient at all (e.g. every ReLU dead here)
+            erf, side, sigma = torch.zeros_like(erf), 0, 0.0
+        else:
+            side = min(erf_extent(erf, 0.95), max(erf.shape))  # the 95% square, clipped to the image
+            sigma = erf_std(erf)
+        out.append(RFData(pos, mask, rf_extent(mask), int(mask.sum()), erf, side, sigma))
+    return out
+
+
+def render_frame(image: torch.Tensor, data: RFData, title: str | None = None, size: float = 2.6,
+                 dpi: int = 60) -> bytes:
+    """One frame as PNG bytes: the image, the exact field outlined, the effective one as heat."""
+    fig, ax = plt.subplots(figsize=(size, size))
+    h, w = data.size
+    caption = f"pixel {data.position}: field {h}x{w}\neffective (95%): {data.erf_size}x{data.erf_size}"
+    rf_overlay(image, data.mask, data.erf, data.position, ax=ax,
+               title=caption if title is None else f"{title}\n{caption}")
+    ax.title.set_fontsize(8)
+    return figure_to_png(fig, dpi=dpi)
+
+
+def compute_frames(models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None,
+                   render: bool = True) -> dict[str, list[list[tuple[bytes | None, RFData]]]]:
+    """For each model, an ``n x n`` grid (rows of columns) of ``(png, RFData)`` frames.
+
+    ``image`` ``(C, H, W)`` or ``(H, W)`` is what the frames show; ``erf_inputs`` defaults to
+    that image alone.  ``render=False`` skips the PNGs (``None``) for a quick look at the data.
+    """
+    img = image if image.dim() == 3 else image[None]
+    batch = img[None] if erf_inputs is None else erf_inputs
+    grid = position_grid(img.shape[-2], img.shape[-1], n)
+    flat = [p for row in grid for p in row]
+    frames = {}
+    for name, model in models.items():
+        data = rf_data(model, batch, flat, forward=forward)
+        cells = [(render_frame(img[0], d, name) if render else None, d) for d in data]
+        frames[name] = [cells[i * n : (i + 1) * n] for i in range(n)]
+    return frames
+
+
+class ReceptiveFieldExplorer:
+    """Choose a model and an output pixel; see its exact and effective receptive fields.
+
+    ``models`` maps a display name to a model; ``image`` is the input drawn under the fields;
+    ``n`` the number of rows and columns of output pixels on offer (``n * n`` frames per model,
+    all computed when the explorer is built).  Display the explorer (or its ``.widget``).
+    """
+
+    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None):
+        if not models:
+            raise ValueError("ReceptiveFieldExplorer needs at least one model")
+        self.frames = compute_frames(models, image, n, erf_inputs=erf_inputs, forward=forward)
+        self.names = list(models)
+        self.n = n
+        self.widget = self._build()
+
+    def _build(self) -> W.Widget:
+        n = self.n
+        model_box = W.Dropdown(options=self.names, index=0, description="model")
+        row = W.IntSlider(min=0, max=n - 1, value=n // 2, description="row", continuous_update=True)
+        col = W.IntSlider(min=0, max=n - 1, value=n // 2, description="column", continuous_update=True)
+        pages = []
+        for name in self.names:
+            rows = [linked_stack([png_image(png) for png, _ in cells], col) for cells in self.frames[name]]
+            pages.append(linked_stack(rows, row))
+        view = linked_stack(pages, model_box, trait="index")
+        note = W.HTML(
+            f"<small>Output pixels on an {n}x{n} grid; every frame is computed in advance, so "
+            "the controls also work on the static page. Red outline: exact receptive field; "
+            "heat: effective receptive field (gradient magnitude).</small>"
+        )
+        return W.VBox([W.HBox([model_box]), row, col, view, note])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
