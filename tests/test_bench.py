@@ -1,0 +1,103 @@
+"""The speed benchmark: matched models, an end-to-end run on a tiny configuration, the page's table.
+
+The peers (diffusers, denoising-diffusion-pytorch) are optional: without them the benchmark runs
+our model alone and says what it skipped.  Nothing here is timed.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_edu import bench
+from unet_edu.models import count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = sorted((ROOT / "book" / "_static" / "bench").glob("results-*.json"))
+PEERS = [p for p in bench.PEERS if bench.peer_available(p)]
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine may be busy: one thread avoids waiting on a second
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("config", list(bench.CONFIGS))
+def test_ours_matches_the_diffusers_layout_exactly(config):
+    # Same layout as diffusers' UNet2DModel: 1,707,009 parameters for the course's MNIST model.
+    with torch.device("meta"):
+        n = count_parameters(bench.build("ours", config))
+    expected = {"mnist28": 1_707_009, "rgb32": 18_536_323, "tiny": 176_849}[config]
+    assert n == expected
+    if "ours_heads8" in bench.CONFIGS[config]:  # more heads, same weights
+        with torch.device("meta"):
+            assert count_parameters(bench.build("ours_heads8", config)) == expected
+
+
+@pytest.mark.parametrize("peer", PEERS)
+@pytest.mark.parametrize("config", list(bench.CONFIGS))
+def test_peers_are_matched_within_five_percent(config, peer):
+    with torch.device("meta"):
+        ours = count_parameters(bench.build("ours", config))
+        theirs = count_parameters(bench.build(peer, config))
+    assert abs(theirs / ours - 1) <= 0.05, (config, peer, ours, theirs)
+
+
+@pytest.mark.parametrize("peer", PEERS)
+def test_peer_adapters_predict_noise_of_the_input_shape(peer):
+    model = bench.build(peer, "tiny")
+    x = torch.randn(2, 1, 8, 8)
+    assert model(x, torch.tensor([3, 900])).shape == x.shape
+
+
+def test_benchmark_end_to_end_on_tiny_config(tmp_path, one_thread):
+    out, md, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
+    bench.main(["--device", "cpu", "--configs", "tiny", "--quick", "--repeats", "1", "--threads", "1",
+                "--out", str(out), "--markdown", str(md), "--plot", str(png)])
+    res = json.loads(out.read_text())
+    models = res["configs"]["tiny"]["models"]
+    assert set(models) == {"ours", *PEERS}
+    for rec in models.values():
+        assert rec["train_images_per_s"] > 0 and rec["infer_images_per_s"] > 0
+        assert rec["sample_s_64x50"] > 0
+    assert res["configs"]["tiny"]["sampling"]["scaled"] is True  # the CPU run times a slice and says so
+    assert set(res["configs"]["tiny"]["ratios"]) == set(PEERS)
+    for peer in set(bench.PEERS) - set(PEERS):
+        assert "not installed" in res["skipped"][peer]
+    table = md.read_text()
+    assert "unet_edu DiffusionUNet" in table and "176,849" in table
+    assert png.stat().st_size > 1000
+
+
+def test_missing_peer_is_skipped_with_a_message(monkeypatch, one_thread, capsys):
+    monkeypatch.setattr(bench, "peer_available", lambda name: False)
+    res = bench.run_benchmark(configs=("tiny",), models=("ours", "diffusers"), repeats=1, quick=True,
+                              memory="off")
+    assert "pip install -r requirements-bench.txt" in res["skipped"]["diffusers"]
+    assert list(res["configs"]["tiny"]["models"]) == ["ours"]
+    assert res["configs"]["tiny"]["ratios"] == {}
+    assert "diffusers skipped" in capsys.readouterr().out
+
+
+def test_ratios_mean_ours_is_better_above_one():
+    models = {
+        "ours": dict(parameters=100, train_images_per_s=20.0, infer_images_per_s=50.0,
+                     sample_s_64x50=10.0, peak_train_bytes=100),
+        "diffusers": dict(parameters=101, train_images_per_s=10.0, infer_images_per_s=100.0,
+                          sample_s_64x50=20.0, peak_train_bytes=50),
+    }
+    r = bench._ratios(models)["diffusers"]
+    assert r == dict(parameters=1.01, train=2.0, inference=0.5, sampling=2.0, memory=0.5)
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)
+def test_committed_table_is_generated_from_the_committed_results(path):
+    # The appendix page includes the .md file: it must be exactly what the script renders.
+    res = json.loads(path.read_text())
+    assert (path.with_suffix(".md")).read_text() == bench.markdown_table(res)
+    for config in ("mnist28", "rgb32"):
+        assert config in res["configs"]
