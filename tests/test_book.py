@@ -23,3 +23,14 @@ def test_every_chapter_is_in_the_table_of_contents():
 def test_book_builds_without_warnings(built_site):
     assert built_site["returncode"] == 0, built_site["log"]
     assert (built_site["html"] / "book" / "intro.html").exists()
+
+
+@pytest.mark.parametrize("notebook", chapter_notebooks(ROOT), ids=lambda p: p.name)
+def test_first_code_cell_installs_the_package_for_colab(notebook):
+    import json
+
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    first = "".join(cells[0]["source"])
+    assert 'find_spec("unet_edu") is None' in first, "the first cell must install unet_edu only when it is missing"
+    assert "git+https://github.com/unet-edu/unet-edu@main" in first
+    assert "device()" in first and "budget()" in first
