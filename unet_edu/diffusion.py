@@ -176,6 +176,34 @@ def _prepare_labels(y, n: int, device):
     return (y.expand(n) if y.dim() == 0 else y).to(device)
 
 
+def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context, generator,
+                 return_trajectory, progress, desc) -> Trajectory:
+    """The loop both samplers share: start from noise, and at each timestep predict the noise
+    (with guidance) and let ``update(i, step, x, eps)`` return ``(x_next, x0, eps)``."""
+    was_training = model.training
+    model.eval()
+    dev = _model_device(model)
+    x = _randn(shape, device=dev, generator=generator)
+    y = _prepare_labels(y, shape[0], dev)
+    traj = Trajectory(x=x)
+    if return_trajectory:
+        traj.xt.append(x.cpu())
+    try:
+        for i, step in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
+            t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
+            eps = guided_eps(model, x, t, y, guidance_scale, context)
+            x, x0, eps = update(i, step, x, eps)
+            if return_trajectory:
+                traj.timesteps.append(step)
+                traj.xt.append(x.cpu())
+                traj.x0_pred.append(x0.cpu())
+                traj.eps_pred.append(eps.cpu())
+    finally:
+        model.train(was_training)
+    traj.x = x
+    return traj
+
+
 @torch.no_grad()
 def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale: float = 1.0,
                 context=None, generator=None, clip_x0: bool = True, return_trajectory: bool = False,
@@ -185,18 +213,10 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
     Each step predicts ``x0`` from ``x_t`` (clipped to [-1, 1] when ``clip_x0``) and samples
     ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
     """
-    was_training = model.training
-    model.eval()
-    dev = _model_device(model)
-    x = _randn(shape, device=dev, generator=generator)
-    y = _prepare_labels(y, shape[0], dev)
-    traj = Trajectory(x=x)
-    if return_trajectory:
-        traj.xt.append(x.cpu())
     s = schedule
-    for step in tqdm(range(s.num_steps - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
-        t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
-        eps = guided_eps(model, x, t, y, guidance_scale, context)
+
+    def update(i, step, x, eps):
+        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
         x0 = s.predict_x0(x, t, eps)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
@@ -205,17 +225,12 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
         mean = (math.sqrt(a_bar_prev) * beta / (1 - a_bar)) * x0 + (
             math.sqrt(alpha) * (1 - a_bar_prev) / (1 - a_bar)) * x
         if step > 0:
-            x = mean + math.sqrt(s.posterior_variance[step].item()) * _randn(None, like=x, generator=generator)
-        else:
-            x = mean
-        if return_trajectory:
-            traj.timesteps.append(step)
-            traj.xt.append(x.cpu())
-            traj.x0_pred.append(x0.cpu())
-            traj.eps_pred.append(eps.cpu())
-    model.train(was_training)
-    traj.x = x
-    return traj
+            mean = mean + math.sqrt(s.posterior_variance[step].item()) * _randn(None, like=x, generator=generator)
+        return mean, x0, eps
+
+    return _run_sampler(model, shape, range(s.num_steps - 1, -1, -1), update, y=y,
+                        guidance_scale=guidance_scale, context=context, generator=generator,
+                        return_trajectory=return_trajectory, progress=progress, desc="DDPM")
 
 
 def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
@@ -235,19 +250,10 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
     With ``eta=0`` the update is deterministic: the same starting noise always gives the same
     image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise.
     """
-    was_training = model.training
-    model.eval()
-    dev = _model_device(model)
-    x = _randn(shape, device=dev, generator=generator)
-    y = _prepare_labels(y, shape[0], dev)
-    traj = Trajectory(x=x)
-    if return_trajectory:
-        traj.xt.append(x.cpu())
     ts = ddim_timesteps(schedule.num_steps, steps)
     a_bars = schedule.alphas_cumprod
-    for i, step in enumerate(tqdm(ts, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
-        t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
-        eps = guided_eps(model, x, t, y, guidance_scale, context)
+
+    def update(i, step, x, eps):
         a = a_bars[step].item()
         a_prev = a_bars[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
         x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
@@ -258,11 +264,8 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
             x = x + sigma * _randn(None, like=x, generator=generator)
-        if return_trajectory:
-            traj.timesteps.append(step)
-            traj.xt.append(x.cpu())
-            traj.x0_pred.append(x0.cpu())
-            traj.eps_pred.append(eps.cpu())
-    model.train(was_training)
-    traj.x = x
-    return traj
+        return x, x0, eps
+
+    return _run_sampler(model, shape, ts, update, y=y, guidance_scale=guidance_scale, context=context,
+                        generator=generator, return_trajectory=return_trajectory, progress=progress,
+                        desc=f"DDIM-{steps}")
