@@ -84,18 +84,23 @@ def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 sqrtm(C1 C2))`` for two Gaussians."""
+    """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))`` for two Gaussians.
+
+    The square-root term is computed from an eigen-decomposition (see the code), which agrees
+    with ``scipy.linalg.sqrtm`` where that is well defined and stays finite where it is not.
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
         raise ValueError(f"shapes differ: means {mu1.shape} vs {mu2.shape}, covariances {cov1.shape} vs {cov2.shape}")
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():  # nearly singular product: regularise a little
-        eye = np.eye(len(cov1)) * 1e-6
-        covmean = linalg.sqrtm((cov1 + eye) @ (cov2 + eye))
-    covmean = np.real(covmean)  # tiny imaginary parts are round-off
+    # tr((C1 C2)^(1/2)) = sum of sqrt(eigenvalues of S C2 S) with S = C1^(1/2): that matrix is
+    # symmetric positive semi-definite, so eigh is stable even when C1 or C2 is singular (e.g.
+    # feature units that are always 0 after the ReLU).
+    w1, v1 = linalg.eigh(cov1)
+    s1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    tr_covmean = np.sqrt(np.clip(linalg.eigvalsh(s1 @ cov2 @ s1), 0, None)).sum()
     diff = mu1 - mu2
-    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean)
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_covmean
     return float(max(value, 0.0))
 
 
