@@ -42,6 +42,11 @@ def test_receptive_fields_match_the_recurrence():
 def test_render_maps_is_small_png():
     png = render_maps(torch.rand(16, 7, 7), max_maps=12, width=120)
     assert png.startswith(b"\x89PNG") and len(png) < 20_000
+    big = render_maps(torch.rand(8, 132, 132), max_maps=8, width=200)
+    assert len(big) < 60_000
+    import io
+    import matplotlib.pyplot as plt
+    assert plt.imread(io.BytesIO(big)).shape[1] == 200
 
 
 def test_compute_frames_keys_and_facts():

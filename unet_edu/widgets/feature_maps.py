@@ -130,8 +130,9 @@ def layer_receptive_field(model: nn.Module, name: str, size: int = 64) -> int:
 def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> bytes:
     """PNG bytes of the first ``max_maps`` channels of ``fmap`` ``(C, H, W)`` as a grid.
 
-    Each channel is scaled to its own range (viridis colours) and the grid is enlarged with
-    nearest neighbours to about ``width`` pixels, so small low-resolution maps stay visible.
+    Each channel is scaled to its own range (viridis colours).  A grid narrower than ``width``
+    is enlarged with nearest neighbours (small low-resolution maps stay visible); a wider one is
+    shrunk to ``width`` by area averaging (the frames stay small).
     """
     fmap = fmap.detach().float().cpu()
     if fmap.dim() == 4:
@@ -142,8 +143,12 @@ def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> byt
     maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
     nrow = min(len(maps), 4)
     grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)[0]
-    scale = max(1, width // grid.shape[-1])
-    grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    if grid.shape[-1] > width:  # large maps: shrink (area average) so the frame stays small
+        h = max(1, round(grid.shape[-2] * width / grid.shape[-1]))
+        grid = torch.nn.functional.interpolate(grid[None, None], size=(h, width), mode="area")[0, 0]
+    else:  # small maps: enlarge without smoothing so each pixel stays visible
+        scale = max(1, width // grid.shape[-1])
+        grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
     buf = io.BytesIO()
     plt.imsave(buf, grid.numpy(), cmap="viridis", vmin=0, vmax=1, format="png")
     return buf.getvalue()
