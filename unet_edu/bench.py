@@ -109,6 +109,8 @@ PEERS = {
 LABELS = {"ours": "unet_edu DiffusionUNet", "diffusers": "diffusers UNet2DModel",
           "lucidrains": "denoising-diffusion-pytorch Unet",
           "ours_heads8": "unet_edu DiffusionUNet, 8 heads"}
+_CLASS = {"ours": "DiffusionUNet", "ours_heads8": "DiffusionUNet", "diffusers": "UNet2DModel",
+          "lucidrains": "Unet"}
 OURS = ("ours", "ours_heads8")  # ours_heads8 runs only where a configuration defines it
 
 
@@ -580,6 +582,13 @@ def markdown_table(results: dict) -> str:
                 f"| {rec['label']} | {rec['variant']} | {rec['parameters']:,} | "
                 f"{_fmt(rec['train_images_per_s'], '.1f')} | {_fmt(rec['infer_images_per_s'], '.1f')} | "
                 f"{_fmt(rec['sample_s_64x50'], '.2f')} | {_fmt(mem and mem / 2**20, '.0f')} |")
+        lines += ["", "Built with:", ""]
+        for key, rec in res["models"].items():
+            if "/" in key:
+                continue
+            args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}"
+                             for k, v in rec["build"].items())
+            lines.append(f"* {rec['label']}: `{_CLASS[key.partition('/')[0]]}({args})`")
         lines += ["", "| ratio (above 1: ours better) | parameters (peer/ours) | train | inference "
                   "| sampling | memory |",
                   "|---|---:|---:|---:|---:|---:|"]
