@@ -65,9 +65,12 @@ def train_ddpm(steps: int = 8000, chunk: int = 500, max_minutes: float = 50.0, o
     state_path, ema_path = work / "digits-ddpm-state.safetensors", work / "digits-ddpm-ema.safetensors"
     log_path = work / "digits-ddpm-log.json"
     log = {"elapsed_s": 0.0}
+    history, done = History(), 0
     if resume and state_path.exists():
         load_checkpoint(ema_path, ema)
         log = json.loads(log_path.read_text())
+        meta = json.loads(state_path.with_suffix(".json").read_text())
+        history, done = History(**meta["history"]), meta["step"]
     else:
         state_path.unlink(missing_ok=True)
 
@@ -79,8 +82,6 @@ def train_ddpm(steps: int = 8000, chunk: int = 500, max_minutes: float = 50.0, o
         _ema_update(ema, model, min(tr["ema_decay"], (1 + step) / (10 + step)))
 
     start = time.time() - log["elapsed_s"]
-    history = History()
-    done = 0
     while done < steps:
         target = min(steps, (done // chunk + 1) * chunk)
         history = fit(model, loss_fn, (x, y), steps=target, batch_size=tr["batch_size"], lr=tr["lr"],
