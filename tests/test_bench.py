@@ -63,7 +63,8 @@ def test_benchmark_end_to_end_on_tiny_config(tmp_path, one_thread):
     assert set(models) == {"ours", *PEERS}
     for rec in models.values():
         assert rec["train_images_per_s"] > 0 and rec["infer_images_per_s"] > 0
-        assert rec["sample_s_64x50"] > 0
+        assert rec["sample_s_64x50"] > 0 and rec["train_images_per_cpu_s"] > 0
+    assert res["meta"]["ratio_basis"] == "cpu"  # one thread: CPU time is the fair clock
     assert res["configs"]["tiny"]["sampling"]["scaled"] is True  # the CPU run times a slice and says so
     assert set(res["configs"]["tiny"]["ratios"]) == set(PEERS)
     for peer in set(bench.PEERS) - set(PEERS):
@@ -92,6 +93,12 @@ def test_ratios_mean_ours_is_better_above_one():
     }
     r = bench._ratios(models)["diffusers"]
     assert r == dict(parameters=1.01, train=2.0, inference=0.5, sampling=2.0, memory=0.5)
+    # On a single-threaded CPU run the ratios compare CPU time (immune to other programs).
+    models["ours"] |= dict(train_images_per_cpu_s=30.0, infer_images_per_cpu_s=60.0, sample_cpu_s_64x50=4.0)
+    models["diffusers"] |= dict(train_images_per_cpu_s=10.0, infer_images_per_cpu_s=60.0,
+                                sample_cpu_s_64x50=5.0)
+    r = bench._ratios(models, "cpu")["diffusers"]
+    assert r == dict(parameters=1.01, train=3.0, inference=1.0, sampling=1.25, memory=0.5)
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)

@@ -216,6 +216,7 @@ class _Entry:
     optimizer: torch.optim.Optimizer
     params: int
     times: dict = field(default_factory=lambda: {"train": [], "infer": [], "sample": []})
+    cpu_times: dict = field(default_factory=lambda: {"train": [], "infer": [], "sample": []})
 
 
 def _sync(device: torch.device) -> None:
@@ -245,13 +246,14 @@ def _sample(entry: _Entry, schedule, shape, steps, seed) -> None:
                 generator=torch.Generator().manual_seed(seed))
 
 
-def _timed(fn, device, inner: int) -> float:
+def _timed(fn, device, inner: int) -> tuple[float, float]:
+    """Seconds per call: wall-clock time and this process's CPU time."""
     _sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(inner):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / inner
+    return (time.perf_counter() - start) / inner, (time.process_time() - cpu_start) / inner
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,6 +416,9 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
             "sampling": {"reported_images": full_images, "reported_steps": full_steps},
             "memory_method": None,
             "cudnn_benchmark": on_cuda,
+            # With one CPU thread, CPU time is the time on an idle core, whatever else runs on
+            # the machine; wall-clock time also counts waiting for other programs.
+            "ratio_basis": "cpu" if not on_cuda and torch.get_num_threads() == 1 else "wall",
         },
         "skipped": skipped,
         "configs": {},
@@ -460,7 +465,9 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
             for r in range(repeats):  # interleaved: each repeat visits every model once
                 for e in entries:
                     if id(e) not in failed:
-                        e.times[what].append(job(e))
+                        wall, cpu = job(e)
+                        e.times[what].append(wall)
+                        e.cpu_times[what].append(cpu)
             log(f"  {what}: " + ", ".join(
                 f"{e.model}/{e.variant.name} {_median(e.times[what]) or float('nan'):.4f}s"
                 for e in entries))
@@ -479,13 +486,18 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
         for e in entries:
             key = e.model if e.variant == EAGER else f"{e.model}/{e.variant.name}"
             tr, inf, smp = (_median(e.times[k]) for k in ("train", "infer", "sample"))
+            ctr, cinf, csmp = (_median(e.cpu_times[k]) for k in ("train", "infer", "sample"))
             rec = {
                 "label": LABELS[e.model], "variant": e.variant.name, "parameters": e.params,
                 "build": CONFIGS[config][e.model] | {}, "batch": b,
                 "train_images_per_s": b / tr if tr else None,
                 "infer_images_per_s": b / inf if inf else None,
                 "sample_s_64x50": smp * scale if smp else None,
+                "train_images_per_cpu_s": b / ctr if ctr else None,
+                "infer_images_per_cpu_s": b / cinf if cinf else None,
+                "sample_cpu_s_64x50": csmp * scale if csmp else None,
                 "times_s": {k: [round(v, 6) for v in e.times[k]] for k in e.times},
+                "cpu_times_s": {k: [round(v, 6) for v in e.cpu_times[k]] for k in e.cpu_times},
             }
             if e.variant == EAGER and e.model in mem:
                 rec["peak_train_bytes"] = mem[e.model]["train_bytes"]
@@ -496,7 +508,8 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
                                       "sampling": {"measured_images": s_images,
                                                    "measured_steps": s_steps,
                                                    "scaled": scale != 1.0},
-                                      "models": out_models, "ratios": _ratios(out_models)}
+                                      "models": out_models,
+                                      "ratios": _ratios(out_models, results["meta"]["ratio_basis"])}
         for peer, r in results["configs"][config]["ratios"].items():
             log(f"  ours vs {peer}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()
                                                   if isinstance(v, float)))
@@ -504,8 +517,11 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
     return results
 
 
-def _ratios(models: dict) -> dict:
-    """ours/peer for throughputs, peer/ours for time and memory: above 1 means ours is better."""
+def _ratios(models: dict, basis: str = "wall") -> dict:
+    """ours/peer for throughputs, peer/ours for time and memory: above 1 means ours is better.
+
+    ``basis="cpu"`` compares CPU times (single-threaded CPU runs), ``"wall"`` wall-clock times.
+    """
     out = {}
     for key, rec in models.items():
         name, _, variant = key.partition("/")
@@ -516,11 +532,13 @@ def _ratios(models: dict) -> dict:
                 continue  # that row exists to compare with diffusers' attention heads
             ours = models.get(mine + (f"/{variant}" if variant else ""))
             if ours is not None:
-                out[key if mine == "ours" else f"{key}|{mine}"] = _ratio_row(ours, rec)
+                out[key if mine == "ours" else f"{key}|{mine}"] = _ratio_row(ours, rec, basis)
     return out
 
 
-def _ratio_row(ours: dict, rec: dict) -> dict:
+def _ratio_row(ours: dict, rec: dict, basis: str = "wall") -> dict:
+    cpu = basis == "cpu"
+
     def ratio(k, higher_is_better):
         o, p = ours.get(k), rec.get(k)
         if not o or not p or o <= 0 or p <= 0:
@@ -529,9 +547,9 @@ def _ratio_row(ours: dict, rec: dict) -> dict:
 
     return {
         "parameters": rec["parameters"] / ours["parameters"],
-        "train": ratio("train_images_per_s", True),
-        "inference": ratio("infer_images_per_s", True),
-        "sampling": ratio("sample_s_64x50", False),
+        "train": ratio("train_images_per_cpu_s" if cpu else "train_images_per_s", True),
+        "inference": ratio("infer_images_per_cpu_s" if cpu else "infer_images_per_s", True),
+        "sampling": ratio("sample_cpu_s_64x50" if cpu else "sample_s_64x50", False),
         "memory": ratio("peak_train_bytes", False),
     }
 
@@ -558,6 +576,12 @@ def markdown_table(results: dict) -> str:
         f"inference and sampling per model.",
         "",
     ]
+    basis = meta.get("ratio_basis", "wall")
+    if basis == "cpu":
+        lines += ["Times were taken twice: on the wall clock, and as the CPU time this process "
+                  "used. With one torch thread the CPU time is the time the work takes on an idle "
+                  "core, whatever else runs on the machine, so the ratios use it; wall-clock "
+                  "throughput also counts the time spent waiting for other programs.", ""]
     if meta.get("memory_method"):
         lines += [f"Peak memory of a training step: {meta['memory_method']}.", ""]
     for name in results["skipped"].values():
@@ -571,17 +595,25 @@ def markdown_table(results: dict) -> str:
             lines += [f"Sampling: {sm['measured_images']} images with {sm['measured_steps']} DDIM "
                       f"steps were timed and the time scaled linearly to {s['reported_images']} "
                       f"images with {s['reported_steps']} steps.", ""]
-        lines += [
-                  "| model | variant | parameters | train (images/s) | inference (images/s) "
-                  "| DDIM-50, 64 images (s) | peak memory, train step (MB) |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        cpu = basis == "cpu"
+        head = ("| model | variant | parameters | train, images/s | inference, images/s "
+                "| DDIM-50, 64 images, s |")
+        if cpu:
+            head += (" train, images per CPU-s | inference, images per CPU-s "
+                     "| DDIM-50, 64 images, CPU-s |")
+        head += " peak memory, train step, MB |"
+        lines += [head, "|---|---|" + "---:|" * (head.count("|") - 3)]
         for rec in res["models"].values():
             mem = rec.get("peak_train_bytes")
             mem = mem if mem and mem > 0 else None
-            lines.append(
-                f"| {rec['label']} | {rec['variant']} | {rec['parameters']:,} | "
-                f"{_fmt(rec['train_images_per_s'], '.1f')} | {_fmt(rec['infer_images_per_s'], '.1f')} | "
-                f"{_fmt(rec['sample_s_64x50'], '.2f')} | {_fmt(mem and mem / 2**20, '.0f')} |")
+            row = (f"| {rec['label']} | {rec['variant']} | {rec['parameters']:,} | "
+                   f"{_fmt(rec['train_images_per_s'], '.1f')} | {_fmt(rec['infer_images_per_s'], '.1f')} | "
+                   f"{_fmt(rec['sample_s_64x50'], '.1f')} |")
+            if cpu:
+                row += (f" {_fmt(rec.get('train_images_per_cpu_s'), '.1f')} | "
+                        f"{_fmt(rec.get('infer_images_per_cpu_s'), '.1f')} | "
+                        f"{_fmt(rec.get('sample_cpu_s_64x50'), '.1f')} |")
+            lines.append(row + f" {_fmt(mem and mem / 2**20, '.0f')} |")
         lines += ["", "Built with:", ""]
         for key, rec in res["models"].items():
             if "/" in key:
@@ -589,10 +621,10 @@ def markdown_table(results: dict) -> str:
             args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}"
                              for k, v in rec["build"].items())
             lines.append(f"* {rec['label']}: `{_CLASS[key.partition('/')[0]]}({args})`")
-        lines += ["", "| ratio (above 1: ours better) | parameters (peer/ours) | train | inference "
-                  "| sampling | memory |",
+        lines += ["", f"| ratio (above 1: ours better; {'CPU' if cpu else 'wall-clock'} time) "
+                  "| parameters (peer/ours) | train | inference | sampling | memory |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for peer, r in _ratios(res["models"]).items():
+        for peer, r in _ratios(res["models"], basis).items():
             peer, _, mine = peer.partition("|")
             name, _, variant = peer.partition("/")
             label = (f"{'ours' if not mine else 'ours with 8 heads'} vs {LABELS[name]}"
@@ -617,7 +649,7 @@ def plot_results(results: dict, path) -> None:
                              squeeze=False)
     kinds = ["train", "inference", "sampling", "memory"]
     for ax, config in zip(axes[0], configs):
-        ratios = _ratios(results["configs"][config]["models"])
+        ratios = _ratios(results["configs"][config]["models"], results["meta"].get("ratio_basis", "wall"))
         width = 0.8 / max(1, len(ratios))
         seen = []
         for i, (peer, r) in enumerate(ratios.items()):
