@@ -104,7 +104,8 @@ class DenoisingExplorer(W.VBox):
     """x_t, predicted x0 and predicted noise along a DDPM or DDIM trajectory, with a step slider.
 
     ``model`` and ``schedule`` default to the shipped ``unet_edu.pretrained.load("digits-ddpm")``.
-    The step slider (and its play button) work without a kernel; sampler, DDIM steps, class,
+    The step slider works without a kernel (there is no play button: the html-manager that
+    renders widgets on the static site cannot draw ipywidgets 8's Play widget); sampler, DDIM steps, class,
     guidance scale and "new seed" recompute the trajectory and need a live kernel.
     """
 
@@ -126,8 +127,6 @@ class DenoisingExplorer(W.VBox):
         self.new_seed = W.Button(description="new seed", icon="refresh")
         self.seed_text = W.HTML()
         self.step = W.IntSlider(value=0, min=0, max=1, description="frame", continuous_update=True)
-        self.play = W.Play(value=0, min=0, max=1, interval=250, description="play")
-        W.jslink((self.play, "value"), (self.step, "value"))
         self.view = W.Box()
         self.frames: list[Frame] = []
         self.trajectory: Trajectory | None = None
@@ -140,7 +139,7 @@ class DenoisingExplorer(W.VBox):
             W.HBox([self.sampler, kernel]),
             W.HBox([self.steps, self.label, self.guidance]),
             W.HBox([self.new_seed, self.seed_text, W.HTML(KERNEL_NOTE)]),
-            W.HBox([self.play, self.step, W.HTML("<i>(works on the static page too)</i>")]),
+            W.HBox([self.step, W.HTML("<i>(works on the static page too)</i>")]),
             self.view,
         ])
 
@@ -157,8 +156,7 @@ class DenoisingExplorer(W.VBox):
         children = [W.VBox([W.HTML(_caption(f, total)), png_image(frame_png(f))]) for f in self.frames]
         last = len(children) - 1
         self.step.value = min(self.step.value, last)
-        self.play.value = min(self.play.value, last)
-        self.step.max = self.play.max = last
+        self.step.max = last
         self.seed_text.value = f"seed {self.seed}"
         self.view.children = (linked_stack(children, self.step),)
         return self.frames
