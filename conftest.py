@@ -29,7 +29,7 @@ def built_site():
 
     root = Path(__file__).resolve().parent
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "--all", "-W", "-n", "--keep-going"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return {"html": root / "_build" / "html", "returncode": result.returncode,

@@ -1,8 +1,8 @@
 """The website, checked in a real browser, offline.
 
 The built site is served on 127.0.0.1 and every page of the table of contents is opened in
-headless Chromium (Debian's ``chromium``, driven by Playwright).  The widget JavaScript that the
-pages load from CDNs (RequireJS, @jupyter-widgets/html-manager) is served from copies fetched
+headless Chromium (Debian's ``chromium``, driven by Playwright).  The JavaScript that the pages
+load from CDNs (RequireJS, @jupyter-widgets/html-manager, MathJax) is served from copies fetched
 from the npm registry, so the test needs no network beyond the package registries.  A
 screenshot of every page is saved under ``test-artifacts/screenshots``.
 
@@ -35,6 +35,7 @@ REPO = "unet-edu/unet-edu"
 CDN = {
     "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/": ("requirejs@2.3.4", ""),
     "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist/": ("@jupyter-widgets/html-manager@1.0.6", "dist/"),
+    "https://cdn.jsdelivr.net/npm/mathjax@3/": ("mathjax@3", ""),
 }
 # The page asks for require.min.js; npm's requirejs ships the same library unminified.
 RENAMES = {"require.min.js": "require.js"}
@@ -151,6 +152,34 @@ VISIBLE_OUTPUT_IMAGES = """
 """
 
 
+def _controls_that_change_the_view(page, most: int = 8) -> tuple[int, int]:
+    """Move each visible slider to its end and pick another entry in each menu; count how many
+    of these moves change the visible images.  Controls that only work with a kernel (they say
+    so on the page) change nothing here, so one working control per page is required."""
+    changed = tried = 0
+    controls = [("slider", h) for h in page.locator(".jupyter-widgets .noUi-handle").all()]
+    controls += [("menu", m) for m in page.locator(".jupyter-widgets select").all()]
+    for kind, control in controls[:most]:
+        if not control.is_visible():
+            continue
+        control.scroll_into_view_if_needed()
+        before = page.evaluate(VISIBLE_OUTPUT_IMAGES)
+        if kind == "slider":
+            control.focus()
+            page.keyboard.press("End")
+        else:
+            options = control.locator("option").all()
+            if len(options) < 2:
+                continue
+            current = control.input_value()
+            other = next(o.get_attribute("value") for o in options if o.get_attribute("value") != current)
+            control.select_option(other)
+        page.wait_for_timeout(300)
+        tried += 1
+        changed += page.evaluate(VISIBLE_OUTPUT_IMAGES) != before
+    return changed, tried
+
+
 @pytest.mark.parametrize("page_file", _pages())
 def test_page_in_browser(page_file, browser, site_url, npm_assets):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -168,6 +197,8 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
         page.wait_for_timeout(500)
 
     page.screenshot(path=str(ARTIFACTS / (page_file.replace("/", "_") + ".png")), full_page=True)
+    if page.evaluate("() => document.querySelectorAll('.math').length") > 0:
+        page.wait_for_selector("mjx-container", timeout=20000)  # MathJax typeset the formulas
     broken = page.evaluate("() => Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src.slice(0, 100))")
     assert broken == [], f"images that did not load: {broken}"
 
@@ -184,21 +215,9 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
     if nb is not None and _has_widgets(nb):
         rendered = page.evaluate("() => document.querySelectorAll('.jupyter-widgets .widget-image, .jupyter-widgets img, .jupyter-widgets .widget-html').length")
         assert rendered > 0, "the page's widgets did not render"
-        handles = page.locator(".jupyter-widgets .noUi-handle")
-        assert handles.count() > 0, "a widget page without a slider to move"
-        for i in range(min(handles.count(), 4)):
-            handle = handles.nth(i)
-            if not handle.is_visible():
-                continue
-            handle.scroll_into_view_if_needed()
-            before = page.evaluate(VISIBLE_OUTPUT_IMAGES)
-            handle.focus()
-            page.keyboard.press("End")  # move the slider to its last frame
-            page.wait_for_timeout(300)
-            after = page.evaluate(VISIBLE_OUTPUT_IMAGES)
-            assert before != after, f"moving slider {i} did not change what is shown"
-            page.keyboard.press("Home")
-            page.wait_for_timeout(100)
+        changed, tried = _controls_that_change_the_view(page)
+        assert tried, "a widget page without a slider or menu to move"
+        assert changed, f"none of the {tried} controls changed what is shown"
 
     page.close()
     assert errors == [], f"JavaScript errors on {page_file}: {errors}"
