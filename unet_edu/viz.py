@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
-__all__ = ["show_images", "channel_grid", "feature_map_grid", "rf_overlay", "plot_history", "figure_to_png", "image_to_png"]
+__all__ = ["show_images", "feature_map_grid", "rf_overlay", "plot_history", "figure_to_png", "image_to_png"]
 
 
 def _ax(ax, figsize=(6, 6)):
@@ -44,9 +44,12 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     return ax
 
 
-def channel_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None) -> torch.Tensor:
-    """The first ``max_maps`` channels of ``fmap`` ``(C, H, W)`` (or ``(1, C, H, W)``) tiled
-    into one ``(rows, cols)`` image in [0, 1], each channel scaled to its own range."""
+def feature_map_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None, ax=None,
+                     title: str | None = None):
+    """Draw the channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``) side by side.
+
+    Each channel is scaled to its own range, so weak and strong channels are equally visible.
+    """
     fmap = fmap.detach().float().cpu()
     if fmap.dim() == 4:
         fmap = fmap[0]
@@ -55,18 +58,9 @@ def channel_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None
     hi = maps.amax(dim=(1, 2), keepdim=True)
     maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
     nrow = nrow or int(max(1, round(len(maps) ** 0.5)))
-    return make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)[0]
-
-
-def feature_map_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None, ax=None,
-                     title: str | None = None):
-    """Draw the channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``) side by side.
-
-    Each channel is scaled to its own range, so weak and strong channels are equally visible.
-    """
-    grid = channel_grid(fmap, max_maps, nrow)
+    grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)
     ax = _ax(ax)
-    ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
+    ax.imshow(grid[0], cmap="viridis", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)

@@ -28,10 +28,11 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
+from torchvision.utils import make_grid
 
 from ..models import NaiveCNN, UNet2015
 from ..receptive_field import exact_receptive_field, rf_extent
-from ..viz import channel_grid, image_to_png
+from ..viz import image_to_png
 from .frames import linked_stack, png_image
 
 __all__ = [
@@ -133,7 +134,15 @@ def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> byt
     is enlarged with nearest neighbours (small low-resolution maps stay visible); a wider one is
     shrunk to ``width`` by area averaging (the frames stay small).
     """
-    grid = channel_grid(fmap, max_maps, nrow=min(fmap.shape[-3], max_maps, 4))
+    fmap = fmap.detach().float().cpu()
+    if fmap.dim() == 4:
+        fmap = fmap[0]
+    maps = fmap[:max_maps]
+    lo = maps.amin(dim=(1, 2), keepdim=True)
+    hi = maps.amax(dim=(1, 2), keepdim=True)
+    maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
+    nrow = min(len(maps), 4)
+    grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)[0]
     if grid.shape[-1] > width:  # large maps: shrink (area average) so the frame stays small
         h = max(1, round(grid.shape[-2] * width / grid.shape[-1]))
         grid = torch.nn.functional.interpolate(grid[None, None], size=(h, width), mode="area")[0, 0]
