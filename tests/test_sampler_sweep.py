@@ -1,0 +1,79 @@
+"""Scoring samplers (``metrics.evaluate_sampler``) and the DDIM-steps-vs-quality sweep."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unet_edu import sampler_sweep
+from unet_edu.diffusion import NoiseSchedule
+from unet_edu.metrics import DigitClassifier, evaluate_sampler
+from unet_edu.models import DiffusionUNet
+
+COMMITTED = Path(__file__).resolve().parents[1] / "book" / "_static" / "bench" / "quality-cpu.json"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = DiffusionUNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                          num_classes=10, norm_groups=4, num_timesteps=20).eval()
+    classifier = DigitClassifier(width=8, feature_dim=16).eval()
+    return model, NoiseSchedule("cosine", 20), classifier
+
+
+def test_evaluate_sampler_is_reproducible_and_complete(tiny):
+    model, schedule, clf = tiny
+    real = torch.randn(30, 16, dtype=torch.float64)
+    a = evaluate_sampler(model, schedule, clf, real, sampler="ddim", steps=4, n=30, batch_size=12)
+    b = evaluate_sampler(model, schedule, clf, real, sampler="ddim", steps=4, n=30, batch_size=12)
+    assert a.fd == b.fd and a.label_accuracy == b.label_accuracy
+    assert a.fd > 0 and 0.0 <= a.label_accuracy <= 1.0 and a.seconds > 0
+    assert (a.sampler, a.steps, a.n, a.guidance_scale) == ("ddim", 4, 30, 2.0)
+    other_seed = evaluate_sampler(model, schedule, clf, real, sampler="ddim", steps=4, n=30, seed=3)
+    assert other_seed.fd != a.fd
+    ddpm = evaluate_sampler(model, schedule, clf, real, sampler="ddpm", steps=999, n=10)
+    assert ddpm.steps == 20  # DDPM always walks the whole schedule
+
+
+def test_evaluate_sampler_rejects_bad_arguments(tiny):
+    model, schedule, clf = tiny
+    real = torch.randn(10, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'ddim' or 'ddpm'"):
+        evaluate_sampler(model, schedule, clf, real, sampler="euler", n=10)
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_sampler(model, schedule, clf, real, n=1)
+
+
+def test_sweep_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch):
+    model, schedule, clf = tiny
+    res = sampler_sweep.run_sweep(n=20, ddim_steps=(2, 5), model=model, schedule=schedule, classifier=clf,
+                                  progress=False)
+    assert [(r["sampler"], r["steps"]) for r in res["rows"]] == [("ddpm", 20), ("ddim", 2), ("ddim", 5)]
+    assert res["meta"]["n"] == 20 and res["meta"]["real_floor_fd"] > 0
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps(res))
+    sampler_sweep.main(["--from-json", str(path), "--markdown", str(tmp_path / "q.md"),
+                        "--plot", str(tmp_path / "q.png")])
+    table = (tmp_path / "q.md").read_text()
+    assert "| DDPM | 20 |" in table and "| DDIM | 5 |" in table and "floor" in table
+    assert (tmp_path / "q.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="use 2 <= n <= 500"):
+        sampler_sweep.run_sweep(n=501, model=model, schedule=schedule, classifier=clf)
+
+
+def test_fewest_steps_within_factor():
+    rows = [dict(sampler="ddpm", steps=1000, fd=10.0), dict(sampler="ddim", steps=5, fd=40.0),
+            dict(sampler="ddim", steps=10, fd=14.9), dict(sampler="ddim", steps=20, fd=12.0)]
+    res = {"rows": rows}
+    assert sampler_sweep.fewest_steps_within(res, 1.5) == 10
+    assert sampler_sweep.fewest_steps_within(res, 1.1) is None
+    assert sampler_sweep.fewest_steps_within({"rows": rows[1:]}) is None
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed sweep results")
+def test_committed_sweep_table_is_generated_from_the_committed_results():
+    res = json.loads(COMMITTED.read_text())
+    assert COMMITTED.with_suffix(".md").read_text() == sampler_sweep.markdown_table(res)
+    assert any(r["sampler"] == "ddpm" for r in res["rows"])

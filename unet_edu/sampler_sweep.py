@@ -1,0 +1,180 @@
+"""How few sampling steps are enough?  DDIM step counts against sample quality.
+
+``python -m unet_edu.sampler_sweep`` loads the shipped ``digits-ddpm`` model and the digit
+classifier, draws the same class-balanced set of digits with 1,000-step DDPM and with DDIM at
+several step counts, and scores every set with :func:`unet_edu.metrics.evaluate_sampler`:
+Fréchet distance (FD) to real test digits, label accuracy and wall time.  Two disjoint sets of
+real digits of the same size give the floor of the FD.
+
+The question it answers: how few DDIM steps keep the FD within ``--factor`` (1.5) times the FD
+of 1000-step DDPM?  ``--out``, ``--markdown`` and ``--plot`` write the results file, the table
+and the figure that the book's appendix "How fast is it?" shows; ``--from-json`` re-renders
+them from a results file without sampling.
+
+On two CPU cores the full sweep (500 digits per row, DDPM included) takes about half an hour,
+almost all of it in DDPM's 1,000 network calls per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "main"]
+
+
+def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, guidance_scale: float = 2.0,
+              seed: int = 2, model=None, schedule=None, classifier=None, progress: bool = True) -> dict:
+    """Score DDPM and DDIM at each of ``ddim_steps`` on ``n`` samples; return a results dict.
+
+    ``model``, ``schedule`` and ``classifier`` default to the shipped models (tests pass tiny
+    ones).  The real reference is the test split of :func:`unet_edu.data.mnist`: its first ``n``
+    digits against digits ``half .. half + n`` give the floor, and samples are compared with the
+    second set.
+    """
+    from . import pretrained
+    from .data import mnist
+    from .metrics import classifier_features, evaluate_sampler, frechet_distance
+    from .runtime import device
+
+    info = None
+    if model is None:
+        loaded = pretrained.load("digits-ddpm")
+        model, schedule, info = loaded.model, loaded.schedule, loaded.info
+    if classifier is None:
+        classifier = pretrained.load("digit-classifier").model
+    test = mnist("test")
+    half = len(test.labels) // 2
+    if not 2 <= n <= half:
+        raise ValueError(f"n={n} samples need two disjoint real sets of n digits, but the test split has "
+                         f"{len(test.labels)}; use 2 <= n <= {half}")
+    feats, _ = classifier_features(classifier, test.images)
+    real_a, real_b = feats[:n], feats[half:half + n]
+    runs = ([("ddpm", schedule.num_steps)] if ddpm else []) + [("ddim", s) for s in ddim_steps]
+    rows = []
+    for sampler, steps in runs:
+        score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps, n=n,
+                                 guidance_scale=guidance_scale, seed=seed, progress=progress)
+        rows.append(score.as_dict())
+        print(f"{sampler.upper()}-{score.steps}: FD {score.fd:.2f}, label accuracy {score.label_accuracy:.3f}, "
+              f"{score.seconds:.1f} s", flush=True)
+    from .bench import _machine  # the same machine description as the speed benchmark
+
+    meta = {"date": _dt.date.today().isoformat(), "machine": _machine(), "device": device().type,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "n": n,
+            "guidance_scale": guidance_scale, "seed": seed, "real_source": test.source,
+            "real_floor_fd": frechet_distance(real_a, real_b)}
+    if info is not None:
+        meta["model"] = {"name": "digits-ddpm", "training_steps": info.step,
+                         "final_loss": info.extra.get("final_loss")}
+    return {"meta": meta, "rows": rows}
+
+
+def fewest_steps_within(results: dict, factor: float = 1.5) -> int | None:
+    """The smallest DDIM step count whose FD is at most ``factor`` times DDPM's (None if none is)."""
+    ddpm = [r for r in results["rows"] if r["sampler"] == "ddpm"]
+    if not ddpm:
+        return None
+    limit = factor * ddpm[0]["fd"]
+    ok = [r["steps"] for r in results["rows"] if r["sampler"] == "ddim" and r["fd"] <= limit]
+    return min(ok) if ok else None
+
+
+def markdown_table(results: dict, factor: float = 1.5) -> str:
+    """The table of the appendix: one row per sampler setting, plus the real-data floor."""
+    m = results["meta"]
+    lines = [f"{m['n']} digits per row, guidance scale {m['guidance_scale']:g}, {m['device']} "
+             f"({m['machine']['cpu']}, {m['threads']} threads), torch {m['torch']}, {m['date']}.", ""]
+    if "model" in m:
+        lines[0] += (f" Model: shipped `digits-ddpm` ({m['model']['training_steps']:,} training steps).")
+    ddpm_fd = next((r["fd"] for r in results["rows"] if r["sampler"] == "ddpm"), None)
+    lines += ["| sampler | network calls | FD | FD / DDPM's | label accuracy | seconds per image |",
+              "|---|---:|---:|---:|---:|---:|",
+              f"| two sets of real digits (floor) | – | {m['real_floor_fd']:.2f} | – | – | – |"]
+    for r in results["rows"]:
+        rel = f"{r['fd'] / ddpm_fd:.2f}" if ddpm_fd else "–"
+        lines.append(f"| {r['sampler'].upper()} | {r['steps']:,} | {r['fd']:.2f} | {rel} | "
+                     f"{r['label_accuracy']:.3f} | {r['seconds'] / r['n']:.4f} |")
+    best = fewest_steps_within(results, factor)
+    lines.append("")
+    if ddpm_fd is None:
+        lines.append("(No DDPM row: run without `--no-ddpm` to compare with it.)")
+    elif best is None:
+        lines.append(f"No DDIM step count in this sweep keeps the FD within {factor:g}x of DDPM's.")
+    else:
+        lines.append(f"**Fewest DDIM steps with an FD within {factor:g}x of 1000-step DDPM's: {best}.**")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(results: dict, path, factor: float = 1.5) -> None:
+    """FD against DDIM steps (log axis), with DDPM's FD, the 1.5x band and the real floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ddim = sorted((r for r in results["rows"] if r["sampler"] == "ddim"), key=lambda r: r["steps"])
+    ddpm = next((r for r in results["rows"] if r["sampler"] == "ddpm"), None)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot([r["steps"] for r in ddim], [r["fd"] for r in ddim], "o-", label="DDIM")
+    if ddpm is not None:
+        ax.axhline(ddpm["fd"], color="C1", label=f"DDPM, {ddpm['steps']:,} steps")
+        ax.axhspan(ddpm["fd"], factor * ddpm["fd"], color="C1", alpha=0.15,
+                   label=f"within {factor:g}x of DDPM")
+    ax.axhline(results["meta"]["real_floor_fd"], color="gray", ls="--", label="real vs real (floor)")
+    ax.set_xscale("log")
+    ax.set_xticks([r["steps"] for r in ddim], [str(r["steps"]) for r in ddim])
+    ax.set_xlabel("DDIM steps (network calls)")
+    ax.set_ylabel("Fréchet distance (lower is better)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title(f"sample quality against sampling steps ({results['meta']['n']} digits each)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m unet_edu.sampler_sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=500, help="digits per row (at most half the real test split)")
+    p.add_argument("--steps", default="5,10,20,50,100", help="comma-separated DDIM step counts")
+    p.add_argument("--no-ddpm", action="store_true", help="leave out 1000-step DDPM (the slow row)")
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--factor", type=float, default=1.5, help="how close to DDPM's FD counts as close")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--markdown", default=None, help="write the Markdown table here")
+    p.add_argument("--plot", default=None, help="write the figure (PNG) here")
+    p.add_argument("--from-json", default=None, help="do not sample: render --markdown/--plot from this file")
+    args = p.parse_args(argv)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
+        except ValueError:
+            p.error(f"--steps must be comma-separated integers such as 5,10,50, got {args.steps!r}")
+        results = run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm, guidance_scale=args.guidance)
+        results["meta"]["command"] = "python -m unet_edu.sampler_sweep " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(results, args.factor))
+    if args.plot:
+        plot_sweep(results, args.plot, args.factor)
+    if not args.markdown:
+        print(markdown_table(results, args.factor))
+    return results
+
+
+if __name__ == "__main__":
+    main()
