@@ -40,11 +40,12 @@ def test_samples_are_classified_as_their_label():
     torch.manual_seed(0)
     model, schedule = load("digits-ddpm", device="cpu")
     clf = load("digit-classifier", device="cpu").model
-    labels = torch.arange(20) % 10
-    x = ddim_sample(model, schedule, (20, 1, 28, 28), steps=20, y=labels, guidance_scale=4.0,
+    labels = torch.arange(50) % 10  # five of each digit
+    x = ddim_sample(model, schedule, (50, 1, 28, 28), steps=20, y=labels, guidance_scale=2.0,
                     generator=torch.Generator().manual_seed(0), progress=False).x
     _, pred = classifier_features(clf, x, value_range=(-1, 1))
     rate = (pred == labels).float().mean().item()
-    print(f"label consistency (DDIM-20, guidance 4, 20 samples): {rate:.2f}")
-    # Chance is 0.1.  The shipped model trained for only 1,500 CPU steps: about 0.6 on 40 samples.
-    assert rate >= 0.4
+    print(f"label consistency (DDIM-20, guidance 2, 50 samples): {rate:.2f}")
+    # Chance is 0.1, and the classifier itself is right on about 95% of real test digits.
+    # The shipped model (12,000 steps) scores 0.96 here.
+    assert rate >= 0.85
