@@ -8,8 +8,10 @@ real digits of the same size give the floor of the FD.
 
 The question it answers: how few DDIM steps keep the FD within ``--factor`` (1.5) times the FD
 of 1000-step DDPM?  ``--out``, ``--markdown`` and ``--plot`` write the results file, the table
-and the figure that the book's appendix "How fast is it?" shows; ``--from-json`` re-renders
-them from a results file without sampling.
+and the figure; ``--from-json`` re-renders them from a results file without sampling.  The
+results for the shipped model are stored next to it (``unet_edu/pretrained/digits-ddpm-sweep.json``,
+read by :func:`shipped_results`), so chapter 5 can show them in Colab too; the book's appendix
+"How fast is it?" includes the table and the figure.
 
 On two CPU cores the full sweep (500 digits per row, DDPM included) takes about half an hour,
 almost all of it in DDPM's 1,000 network calls per batch.
@@ -25,7 +27,17 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "main"]
+__all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "shipped_results", "SHIPPED", "main"]
+
+SHIPPED = Path(__file__).resolve().parent / "pretrained" / "digits-ddpm-sweep.json"
+
+
+def shipped_results() -> dict:
+    """The sweep of the shipped ``digits-ddpm`` model, as committed with the package."""
+    if not SHIPPED.exists():
+        raise FileNotFoundError(f"{SHIPPED.name} is missing; write it with "
+                                f"python -m unet_edu.sampler_sweep --out {SHIPPED}")
+    return json.loads(SHIPPED.read_text())
 
 
 def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, guidance_scale: float = 2.0,
@@ -111,16 +123,17 @@ def markdown_table(results: dict, factor: float = 1.5) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sweep(results: dict, path, factor: float = 1.5) -> None:
-    """FD against DDIM steps (log axis), with DDPM's FD, the 1.5x band and the real floor."""
-    import matplotlib
+def plot_sweep(results: dict, ax=None, factor: float = 1.5):
+    """FD against DDIM steps (both axes logarithmic): DDPM's FD, the ``factor`` band, the real floor.
 
-    matplotlib.use("Agg")
+    Draws on ``ax`` (a new figure when None) and returns it.
+    """
     import matplotlib.pyplot as plt
 
     ddim = sorted((r for r in results["rows"] if r["sampler"] == "ddim"), key=lambda r: r["steps"])
     ddpm = next((r for r in results["rows"] if r["sampler"] == "ddpm"), None)
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    if ax is None:
+        ax = plt.figure(figsize=(6.4, 3.6)).gca()
     ax.plot([r["steps"] for r in ddim], [r["fd"] for r in ddim], "o-", label="DDIM")
     if ddpm is not None:
         ax.axhline(ddpm["fd"], color="C1", label=f"DDPM, {ddpm['steps']:,} steps")
@@ -129,14 +142,26 @@ def plot_sweep(results: dict, path, factor: float = 1.5) -> None:
     ax.axhline(results["meta"]["real_floor_fd"], color="gray", ls="--", label="real vs real (floor)")
     ax.set_xscale("log")
     ax.set_xticks([r["steps"] for r in ddim], [str(r["steps"]) for r in ddim])
+    ax.minorticks_off()
     ax.set_xlabel("DDIM steps (network calls)")
-    ax.set_ylabel("Fréchet distance (lower is better)")
-    ax.set_ylim(bottom=0)
+    # A log axis: the interesting gaps (floor, DDPM, the band) are small next to few-step DDIM.
+    ax.set_yscale("log")
+    ax.set_ylabel("Fréchet distance (log scale, lower is better)")
     ax.legend(fontsize=8)
     ax.set_title(f"sample quality against sampling steps ({results['meta']['n']} digits each)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return ax
+
+
+def _save_plot(results: dict, path, factor: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command-line run needs no display
+    import matplotlib.pyplot as plt
+
+    ax = plot_sweep(results, factor=factor)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
 
 
 def main(argv=None) -> dict:
@@ -170,7 +195,7 @@ def main(argv=None) -> dict:
     if args.markdown:
         Path(args.markdown).write_text(markdown_table(results, args.factor))
     if args.plot:
-        plot_sweep(results, args.plot, args.factor)
+        _save_plot(results, args.plot, args.factor)
     if not args.markdown:
         print(markdown_table(results, args.factor))
     return results
