@@ -89,3 +89,44 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, m, step=2)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_live_loss_plot_records_every_step_and_redraws_in_place(monkeypatch):
+    import IPython
+    import IPython.display
+
+    from unet_edu.viz import LiveLossPlot
+
+    drawn = []
+
+    class Handle:
+        def update(self, frame):
+            drawn.append(("update", live.history.steps[-1], frame.data[:4]))
+
+    def fake_display(frame, display_id=False):
+        drawn.append(("display", live.history.steps[-1], frame.data[:4]))
+        return Handle()
+
+    class Kernel:  # what IPython.get_ipython() returns inside a notebook has a .kernel
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Kernel())
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    live = LiveLossPlot(every=4, total=10)
+    history = fit(_model(), _loss, _data(), steps=10, batch_size=8, lr=1e-3, seed=0, progress=False,
+                  callback=live)
+    assert live.history.steps == history.steps and live.history.losses == pytest.approx(history.losses)
+    # drawn at steps 4 and 8 and at the last step; one output, then updated in place
+    png = b"\x89PNG"
+    assert drawn == [("display", 4, png), ("update", 8, png), ("update", 10, png)]
+
+
+def test_live_loss_plot_outside_a_notebook_only_records():
+    from unet_edu.viz import LiveLossPlot
+
+    live = LiveLossPlot(every=1)
+    live(1, 0.5)
+    live(2, 0.25)
+    assert live.history.losses == [0.5, 0.25]
+    with pytest.raises(ValueError, match="at least 1"):
+        LiveLossPlot(every=0)

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
-__all__ = ["show_images", "feature_map_grid", "rf_overlay", "plot_history", "figure_to_png", "image_to_png"]
+__all__ = ["show_images", "feature_map_grid", "rf_overlay", "plot_history", "LiveLossPlot", "figure_to_png",
+           "image_to_png"]
 
 
 def _ax(ax, figsize=(6, 6)):
@@ -102,6 +103,56 @@ def plot_history(history, ax=None, label: str | None = None, window: int = 25, l
     if label:
         ax.legend()
     return ax
+
+
+class LiveLossPlot:
+    """A loss curve that redraws itself while training runs: ``fit(..., callback=LiveLossPlot())``.
+
+    ``fit`` calls it with ``(step, loss)`` after every step; every ``every`` steps (and at the
+    last one, ``total``) it redraws :func:`plot_history` of the losses so far in one notebook
+    output that is updated in place, so a learner sees the curve fall instead of waiting for the
+    end.  Outside a notebook it only records.  ``history`` holds what was recorded.
+    """
+
+    def __init__(self, every: int = 50, total: int | None = None, window: int = 25,
+                 title: str = "training loss", figsize=(6, 3)):
+        if every < 1:
+            raise ValueError(f"every must be at least 1 step, got {every}")
+        from .train import History
+
+        self.history = History()
+        self.every, self.total, self.window, self.title, self.figsize = every, total, window, title, figsize
+        self._handle = None
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.history.steps.append(int(step))
+        self.history.losses.append(float(loss))
+        if step % self.every == 0 or step == self.total:
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw the curve in the notebook output (nothing to do outside a notebook)."""
+        try:
+            from IPython import get_ipython
+            from IPython.display import Image, display
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is None or not hasattr(shell, "kernel") or not self.history.steps:
+            return
+        from matplotlib.figure import Figure
+
+        # A bare Figure, not pyplot's: no backend or figure manager is involved while training.
+        fig = Figure(figsize=self.figsize)
+        ax = fig.add_subplot()
+        plot_history(self.history, ax=ax, window=min(self.window, len(self.history.steps)))
+        ax.set_title(f"{self.title}: step {self.history.steps[-1]:,}"
+                     + (f" of {self.total:,}" if self.total else ""), fontsize=10)
+        frame = Image(data=figure_to_png(fig, dpi=90))
+        if self._handle is None:
+            self._handle = display(frame, display_id=True)
+        else:
+            self._handle.update(frame)
 
 
 def figure_to_png(fig, dpi: int = 80) -> bytes:
