@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_edu import bench
+from tools import bench
 from unet_edu.models import count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]

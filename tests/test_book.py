@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from unet_edu.book import chapter_notebooks, notebook_problems
+from tools.book import chapter_notebooks, notebook_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 

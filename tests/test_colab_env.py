@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from unet_edu.book import chapter_notebooks
+from tools.book import chapter_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / "_build" / "colab-envs"

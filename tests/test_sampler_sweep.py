@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_edu import sampler_sweep
+from tools import sampler_sweep
+from unet_edu.pretrained import sweep
 from unet_edu.diffusion import NoiseSchedule
 from unet_edu.metrics import DigitClassifier, evaluate_sampler
 from unet_edu.models import DiffusionUNet
@@ -77,8 +78,8 @@ def test_committed_sweep_table_is_generated_from_the_shipped_results():
     # stored with the shipped model, and those must belong to the model that ships now.
     from unet_edu.pretrained import load
 
-    res = sampler_sweep.shipped_results()
-    assert (BENCH / "quality-cpu.md").read_text() == sampler_sweep.markdown_table(res)
+    res = sweep.shipped_results()
+    assert (BENCH / "quality-cpu.md").read_text() == sweep.markdown_table(res)
     assert (BENCH / "quality-cpu.png").exists()
     assert res["meta"]["model"]["training_steps"] == load("digits-ddpm", device="cpu").info.step
     assert any(r["sampler"] == "ddpm" for r in res["rows"]) and res["meta"]["n"] >= 500

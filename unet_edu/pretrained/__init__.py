@@ -1,4 +1,4 @@
-"""Models that ship with the package, trained by ``python -m unet_edu.pretrained.train NAME``.
+"""Models that ship with the package, trained by ``python -m tools.train_pretrained NAME``.
 
 * ``"digits-ddpm"`` — a class-conditional :class:`~unet_edu.models.DiffusionUNet` for 28x28
   MNIST digits in [-1, 1] (cosine schedule, 1,000 steps, EMA weights, labels 0-9 and 10 for "no
@@ -78,7 +78,7 @@ def load(name: str, device=None) -> Pretrained:
     if not path.exists():
         raise FileNotFoundError(
             f"{path.name} is missing from the installed package; rebuild it with "
-            f"python -m unet_edu.pretrained.train {name}"
+            f"python -m tools.train_pretrained {name}"
         )
     dev = torch.device(device) if device is not None else best_device()
     if name == "digit-classifier":

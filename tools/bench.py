@@ -1,6 +1,6 @@
 """How fast is the book's DiffusionUNet?  A benchmark against two widely used implementations.
 
-``python -m unet_edu.bench`` builds :class:`~unet_edu.models.DiffusionUNet` and, when they are
+``python -m tools.bench`` builds :class:`~unet_edu.models.DiffusionUNet` and, when they are
 installed (``pip install -r requirements-bench.txt``), the U-Nets of Hugging Face ``diffusers``
 (``UNet2DModel``) and of ``denoising-diffusion-pytorch`` (``Unet``) at matched sizes (parameter
 counts within 5%), and measures, interleaved (round-robin over the models, several repeats,
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import DiffusionUNet, count_parameters
+from unet_edu.models import DiffusionUNet, count_parameters
 
 __all__ = ["CONFIGS", "PEERS", "build", "peer_available", "run_benchmark", "markdown_table",
            "plot_results", "main"]
@@ -240,7 +240,7 @@ def _infer(entry: _Entry, x, t) -> None:
 
 
 def _sample(entry: _Entry, schedule, shape, steps, seed) -> None:
-    from .diffusion import ddim_sample
+    from unet_edu.diffusion import ddim_sample
 
     ddim_sample(entry.runner, schedule, shape, steps=steps, progress=False,
                 generator=torch.Generator().manual_seed(seed))
@@ -340,7 +340,7 @@ def _memory_in_subprocess(model: str, config: str, device: str, batch: int, thre
 
 
 # ----------------------------------------------------------------------------------------------
-def _machine() -> dict:
+def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -400,13 +400,13 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"), models=("ou
             skipped[m] = msg
             continue
         wanted.append(m)
-    from .diffusion import NoiseSchedule
+    from unet_edu.diffusion import NoiseSchedule
 
     schedule = NoiseSchedule("linear")
     results = {
         "meta": {
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device": str(dev), "machine": _machine(), "torch_threads": torch.get_num_threads(),
+            "device": str(dev), "machine": machine(), "torch_threads": torch.get_num_threads(),
             "versions": {"torch": torch.__version__, "diffusers": _version("diffusers"),
                          "denoising-diffusion-pytorch": _version("denoising-diffusion-pytorch"),
                          "unet_edu": _version("unet-edu")},
@@ -679,7 +679,7 @@ def plot_results(results: dict, path) -> None:
 
 
 def main(argv=None) -> dict | None:
-    p = argparse.ArgumentParser(prog="python -m unet_edu.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--configs", default="mnist28,rgb32",
                    help=f"comma-separated, from {', '.join(CONFIGS)}")
@@ -717,7 +717,7 @@ def main(argv=None) -> dict | None:
             sample_images=args.sample_images, sample_steps=args.sample_steps,
             memory=args.memory or ("inline" if args.quick else "subprocess"),
             variants=(EAGER,) if args.no_variants else None)
-        results["meta"]["command"] = "python -m unet_edu.bench " + " ".join(
+        results["meta"]["command"] = "python -m tools.bench " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Re-train the models shipped with the package: ``python -m unet_edu.pretrained.train NAME``.
+"""Re-train the models shipped with the package: ``python -m tools.train_pretrained NAME``.
 
 ``NAME`` is ``digits-ddpm`` (the class-conditional diffusion U-Net of chapter 5) or
 ``digit-classifier`` (the small CNN whose features the Fréchet distance uses; ``classifier`` is
@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "unet_edu" / "pretrained"  # where the shipped files live
+WORK = ROOT / ".work" / "pretrained"  # working checkpoints: outside the package, ignored by git
 
 # The shipped diffusion model: small enough to train on two CPU cores in about an hour
 # (12,000 steps of batch 64 at roughly 0.3 s per step).
@@ -44,12 +46,12 @@ def _ema_update(ema, model, decay):
 
 
 def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0, out: Path = HERE,
-               work: Path = HERE / "_work", resume: bool = False, threads: int | None = None) -> Path:
-    from ..data import mnist
-    from ..diffusion import NoiseSchedule, diffusion_loss
-    from ..models import DiffusionUNet
-    from ..runtime import device, seed_everything
-    from ..train import History, fit, load_checkpoint, save_checkpoint
+               work: Path = WORK, resume: bool = False, threads: int | None = None) -> Path:
+    from unet_edu.data import mnist
+    from unet_edu.diffusion import NoiseSchedule, diffusion_loss
+    from unet_edu.models import DiffusionUNet
+    from unet_edu.runtime import device, seed_everything
+    from unet_edu.train import History, fit, load_checkpoint, save_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -105,7 +107,7 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
         "wall_time_s": round(log["elapsed_s"], 1),
         "final_loss": round(sum(final) / len(final), 5),
         "final_loss_note": "mean training loss over the last 200 steps",
-        "command": f"python -m unet_edu.pretrained.train digits-ddpm --steps {steps}"
+        "command": f"python -m tools.train_pretrained digits-ddpm --steps {steps}"
                    + (f" --threads {threads}" if threads else ""),
     }
     hist = History(history.steps, [round(v, 5) for v in history.losses])
@@ -115,10 +117,10 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
 
 
 def train_classifier(out: Path = HERE, threads: int | None = None) -> Path:
-    from ..data import mnist
-    from ..metrics import DigitClassifier
-    from ..runtime import device, seed_everything
-    from ..train import History, fit, save_checkpoint
+    from unet_edu.data import mnist
+    from unet_edu.metrics import DigitClassifier
+    from unet_edu.runtime import device, seed_everything
+    from unet_edu.train import History, fit, save_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -145,7 +147,7 @@ def train_classifier(out: Path = HERE, threads: int | None = None) -> Path:
     acc = float((pred == test.labels).float().mean())
     extra = {"training": {**tr, "data": train.source, "device": dev.type}, "wall_time_s": round(wall, 1),
              "test_accuracy": round(acc, 4), "test_data": test.source,
-             "command": "python -m unet_edu.pretrained.train digit-classifier"}
+             "command": "python -m tools.train_pretrained digit-classifier"}
     hist = History(history.steps, [round(v, 5) for v in history.losses])
     path = save_checkpoint(Path(out) / "digit-classifier.safetensors", model, step=tr["steps"], history=hist,
                            extra=extra)
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="diffusion: continue from the working checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=HERE, help="folder for the shipped files")
-    p.add_argument("--work", type=Path, default=HERE / "_work", help="diffusion: folder for working checkpoints")
+    p.add_argument("--work", type=Path, default=WORK, help="diffusion: folder for working checkpoints")
     a = p.parse_args(argv)
     if a.name == "digits-ddpm":
         train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads)

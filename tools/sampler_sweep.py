@@ -1,6 +1,6 @@
 """How few sampling steps are enough?  DDIM step counts against sample quality.
 
-``python -m unet_edu.sampler_sweep`` loads the shipped ``digits-ddpm`` model and the digit
+``python -m tools.sampler_sweep`` loads the shipped ``digits-ddpm`` model and the digit
 classifier, draws the same class-balanced set of digits with 1,000-step DDPM and with DDIM at
 several step counts, and scores every set with :func:`unet_edu.metrics.evaluate_sampler`:
 Fréchet distance (FD) to real test digits, label accuracy and wall time.  Two disjoint sets of
@@ -27,17 +27,12 @@ from pathlib import Path
 
 import torch
 
+from tools.bench import machine
+from unet_edu.pretrained.sweep import (SHIPPED, fewest_steps_within, markdown_table, plot_sweep,
+                                      shipped_results)
+
 __all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "shipped_results", "SHIPPED", "main"]
 
-SHIPPED = Path(__file__).resolve().parent / "pretrained" / "digits-ddpm-sweep.json"
-
-
-def shipped_results() -> dict:
-    """The sweep of the shipped ``digits-ddpm`` model, as committed with the package."""
-    if not SHIPPED.exists():
-        raise FileNotFoundError(f"{SHIPPED.name} is missing; write it with "
-                                f"python -m unet_edu.sampler_sweep --out {SHIPPED}")
-    return json.loads(SHIPPED.read_text())
 
 
 def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, guidance_scale: float = 2.0,
@@ -49,10 +44,10 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, 
     digits against digits ``half .. half + n`` give the floor, and samples are compared with the
     second set.
     """
-    from . import pretrained
-    from .data import mnist
-    from .metrics import classifier_features, evaluate_sampler, frechet_distance
-    from .runtime import device
+    from unet_edu import pretrained
+    from unet_edu.data import mnist
+    from unet_edu.metrics import classifier_features, evaluate_sampler, frechet_distance
+    from unet_edu.runtime import device
 
     info = None
     if model is None:
@@ -75,9 +70,8 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, 
         rows.append(score.as_dict())
         print(f"{sampler.upper()}-{score.steps}: FD {score.fd:.2f}, label accuracy {score.label_accuracy:.3f}, "
               f"{score.seconds:.1f} s", flush=True)
-    from .bench import _machine  # the same machine description as the speed benchmark
 
-    meta = {"date": _dt.date.today().isoformat(), "machine": _machine(), "device": device().type,
+    meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "device": device().type,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "n": n,
             "guidance_scale": guidance_scale, "seed": seed, "real_source": test.source,
             "real_floor_fd": frechet_distance(real_a, real_b)}
@@ -85,71 +79,6 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, 
         meta["model"] = {"name": "digits-ddpm", "training_steps": info.step,
                          "final_loss": info.extra.get("final_loss")}
     return {"meta": meta, "rows": rows}
-
-
-def fewest_steps_within(results: dict, factor: float = 1.5) -> int | None:
-    """The smallest DDIM step count whose FD is at most ``factor`` times DDPM's (None if none is)."""
-    ddpm = [r for r in results["rows"] if r["sampler"] == "ddpm"]
-    if not ddpm:
-        return None
-    limit = factor * ddpm[0]["fd"]
-    ok = [r["steps"] for r in results["rows"] if r["sampler"] == "ddim" and r["fd"] <= limit]
-    return min(ok) if ok else None
-
-
-def markdown_table(results: dict, factor: float = 1.5) -> str:
-    """The table of the appendix: one row per sampler setting, plus the real-data floor."""
-    m = results["meta"]
-    lines = [f"{m['n']} digits per row, guidance scale {m['guidance_scale']:g}, {m['device']} "
-             f"({m['machine']['cpu']}, {m['threads']} threads), torch {m['torch']}, {m['date']}.", ""]
-    if "model" in m:
-        lines[0] += (f" Model: shipped `digits-ddpm` ({m['model']['training_steps']:,} training steps).")
-    ddpm_fd = next((r["fd"] for r in results["rows"] if r["sampler"] == "ddpm"), None)
-    lines += ["| sampler | network calls | FD | FD / DDPM's | label accuracy | seconds per image |",
-              "|---|---:|---:|---:|---:|---:|",
-              f"| two sets of real digits (floor) | – | {m['real_floor_fd']:.2f} | – | – | – |"]
-    for r in results["rows"]:
-        rel = f"{r['fd'] / ddpm_fd:.2f}" if ddpm_fd else "–"
-        lines.append(f"| {r['sampler'].upper()} | {r['steps']:,} | {r['fd']:.2f} | {rel} | "
-                     f"{r['label_accuracy']:.3f} | {r['seconds'] / r['n']:.4f} |")
-    best = fewest_steps_within(results, factor)
-    lines.append("")
-    if ddpm_fd is None:
-        lines.append("(No DDPM row: run without `--no-ddpm` to compare with it.)")
-    elif best is None:
-        lines.append(f"No DDIM step count in this sweep keeps the FD within {factor:g}x of DDPM's.")
-    else:
-        lines.append(f"**Fewest DDIM steps with an FD within {factor:g}x of 1000-step DDPM's: {best}.**")
-    return "\n".join(lines) + "\n"
-
-
-def plot_sweep(results: dict, ax=None, factor: float = 1.5):
-    """FD against DDIM steps (both axes logarithmic): DDPM's FD, the ``factor`` band, the real floor.
-
-    Draws on ``ax`` (a new figure when None) and returns it.
-    """
-    import matplotlib.pyplot as plt
-
-    ddim = sorted((r for r in results["rows"] if r["sampler"] == "ddim"), key=lambda r: r["steps"])
-    ddpm = next((r for r in results["rows"] if r["sampler"] == "ddpm"), None)
-    if ax is None:
-        ax = plt.figure(figsize=(6.4, 3.6)).gca()
-    ax.plot([r["steps"] for r in ddim], [r["fd"] for r in ddim], "o-", label="DDIM")
-    if ddpm is not None:
-        ax.axhline(ddpm["fd"], color="C1", label=f"DDPM, {ddpm['steps']:,} steps")
-        ax.axhspan(ddpm["fd"], factor * ddpm["fd"], color="C1", alpha=0.15,
-                   label=f"within {factor:g}x of DDPM")
-    ax.axhline(results["meta"]["real_floor_fd"], color="gray", ls="--", label="real vs real (floor)")
-    ax.set_xscale("log")
-    ax.set_xticks([r["steps"] for r in ddim], [str(r["steps"]) for r in ddim])
-    ax.minorticks_off()
-    ax.set_xlabel("DDIM steps (network calls)")
-    # A log axis: the interesting gaps (floor, DDPM, the band) are small next to few-step DDIM.
-    ax.set_yscale("log")
-    ax.set_ylabel("Fréchet distance (log scale, lower is better)")
-    ax.legend(fontsize=8)
-    ax.set_title(f"sample quality against sampling steps ({results['meta']['n']} digits each)", fontsize=10)
-    return ax
 
 
 def _save_plot(results: dict, path, factor: float) -> None:
@@ -165,7 +94,7 @@ def _save_plot(results: dict, path, factor: float) -> None:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unet_edu.sampler_sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.sampler_sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=500, help="digits per row (at most half the real test split)")
     p.add_argument("--steps", default="5,10,20,50,100", help="comma-separated DDIM step counts")
     p.add_argument("--no-ddpm", action="store_true", help="leave out 1000-step DDPM (the slow row)")
@@ -187,7 +116,7 @@ def main(argv=None) -> dict:
         except ValueError:
             p.error(f"--steps must be comma-separated integers such as 5,10,50, got {args.steps!r}")
         results = run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm, guidance_scale=args.guidance)
-        results["meta"]["command"] = "python -m unet_edu.sampler_sweep " + " ".join(
+        results["meta"]["command"] = "python -m tools.sampler_sweep " + " ".join(
             argv if argv is not None else sys.argv[1:])
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

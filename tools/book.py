@@ -1,11 +1,11 @@
 """Maintain the book's notebooks: execute them in place, and check they are fit to publish.
 
-``python -m unet_edu.book execute [NOTEBOOK ...]`` runs every chapter in ``book/`` (or the ones
+``python -m tools.book execute [NOTEBOOK ...]`` runs every chapter in ``book/`` (or the ones
 named) top to bottom in a fresh kernel and saves it with its outputs and widget state, which is
 how the committed notebooks are produced.  Run it from the repository root; it uses the small
 CPU budget unless ``UNET_EDU_FAST=0`` is set and a GPU is present.
 
-``python -m unet_edu.book check`` reports notebooks that the website cannot use as they are:
+``python -m tools.book check`` reports notebooks that the website cannot use as they are:
 unexecuted or out-of-order cells, error outputs, widgets without saved state, absolute local
 paths in outputs.
 """
@@ -72,7 +72,7 @@ def notebook_problems(path: Path | str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unet_edu.book", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("execute", help="execute notebooks in place")
     ex.add_argument("notebooks", nargs="*", type=Path)
