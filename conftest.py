@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("UNET_EDU_FAST", "1")
 os.environ.setdefault("UNET_EDU_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Executed notebooks keep a one-line summary, not a progress bar (a bar is a stream of widget
+# messages that, under load, arrive after nbval has stopped waiting for output).
+os.environ.setdefault("UNET_EDU_PROGRESS", "summary")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -35,6 +35,10 @@ def execute_notebook(path: Path | str, timeout: int = 1200) -> float:
     import nbformat
     from nbclient import NotebookClient
 
+    import os
+
+    # A saved notebook shows a one-line summary of each long loop, never a frozen progress bar.
+    os.environ.setdefault("UNET_EDU_PROGRESS", "summary")
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,

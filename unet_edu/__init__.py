@@ -9,6 +9,7 @@ One concept per module:
 * :mod:`unet_edu.receptive_field` — theoretical, exact and effective receptive fields;
 * :mod:`unet_edu.data` — MNIST (offline fallback included), synthetic cells, weight maps;
 * :mod:`unet_edu.train` — the training loop and safetensors checkpoints;
+* :mod:`unet_edu.progress` — progress bars while running, one summary line when done;
 * :mod:`unet_edu.viz` — figures;
 * :mod:`unet_edu.widgets` — the interactive explorers.
 """

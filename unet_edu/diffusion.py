@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from .progress import Progress
 
 __all__ = [
     "NoiseSchedule",
@@ -189,7 +190,8 @@ def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context,
     if return_trajectory:
         traj.xt.append(x.cpu())
     try:
-        for i, step in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
+        bar = Progress(len(timesteps), desc, enabled=progress)
+        for i, step in enumerate(timesteps):
             t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
             eps = guided_eps(model, x, t, y, guidance_scale, context)
             x, x0, eps = update(i, step, x, eps)
@@ -198,6 +200,8 @@ def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context,
                 traj.xt.append(x.cpu())
                 traj.x0_pred.append(x0.cpu())
                 traj.eps_pred.append(eps.cpu())
+            bar.update()
+        bar.close()
     finally:
         model.train(was_training)
     traj.x = x

@@ -1,7 +1,7 @@
 """A small, honest training loop and safe checkpoints.
 
 :func:`fit` is deliberately plain: sample a random batch, compute ``loss_fn``, take an AdamW
-step, record the loss, and show progress with tqdm.  Every random choice (which images go into
+step, record the loss, and show progress (:mod:`unet_edu.progress`).  Every random choice (which images go into
 a batch, the noise and timesteps a diffusion loss draws) comes from one seeded
 :class:`torch.Generator`, and that generator is saved in the checkpoint together with the
 weights and the optimizer state.  So a run that stops at step 200 and is resumed ends
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from .models import build_model
+from .progress import Progress
 
 __all__ = ["History", "fit", "save_checkpoint", "load_checkpoint", "CheckpointInfo"]
 
@@ -98,8 +98,8 @@ def fit(model, loss_fn, data, *, steps: int, batch_size: int = 64, lr: float = 1
         info = load_checkpoint(checkpoint, model, optimizer=optimizer, generator=gen)
         start, history = info.step, info.history
     model.train()
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
-    for step in bar:
+    bar = Progress(steps, desc, initial=start, enabled=progress)
+    for step in range(start, steps):
         idx = torch.randint(0, len(data[0]), (batch_size,), generator=gen)
         batch = tuple(d[idx].to(device, non_blocking=True) for d in data)
         loss = loss_fn(model, batch, gen)
@@ -111,12 +111,12 @@ def fit(model, loss_fn, data, *, steps: int, batch_size: int = 64, lr: float = 1
         value = float(loss.detach())
         history.steps.append(step + 1)
         history.losses.append(value)
-        if progress and (step % 10 == 0 or step + 1 == steps):
-            bar.set_postfix(loss=f"{value:.4f}")
+        bar.update(loss=value)
         if callback is not None:
             callback(step + 1, value)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             save_checkpoint(checkpoint, model, optimizer=optimizer, generator=gen, step=step + 1, history=history)
+    bar.close()
     if checkpoint is not None:
         save_checkpoint(checkpoint, model, optimizer=optimizer, generator=gen, step=steps, history=history)
     return history
