@@ -37,3 +37,24 @@ def built_site():
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return {"html": root / "_build" / "html", "returncode": result.returncode,
             "log": result.stdout[-4000:] + result.stderr[-4000:]}
+
+
+def pytest_addoption(parser):
+    parser.addini("nbval_output_timeout", default="120",
+                  help="seconds nbval waits for a cell's remaining output after the cell has run "
+                       "(nbval's own wait is a fixed 5 s, too short on a busy machine)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every notebook cell more patience for its trailing output.
+
+    After a cell's reply arrives, nbval reads the kernel's output messages until the kernel says
+    it is idle, waiting at most ``output_timeout`` seconds (fixed at 5 in nbval 0.11) for each
+    message.  On a loaded machine the kernel can take longer than that to send them, and the
+    cell fails although nothing is wrong.  A longer wait costs nothing when the output is prompt:
+    reading stops at the idle message.
+    """
+    patience = float(config.getini("nbval_output_timeout"))
+    for item in items:
+        if hasattr(item, "output_timeout"):  # nbval's IPyNbCell
+            item.output_timeout = patience
