@@ -37,7 +37,8 @@ from safetensors.torch import save_file
 from .models import build_model
 from .progress import Progress
 
-__all__ = ["History", "fit", "save_checkpoint", "load_checkpoint", "CheckpointInfo", "sidecar_path"]
+__all__ = ["History", "fit", "save_checkpoint", "load_checkpoint", "CheckpointInfo", "sidecar_path",
+           "read_checkpoint_info"]
 
 FORMAT = "unet_edu-checkpoint-1"
 
@@ -357,6 +358,15 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict]:
     return meta, tensors
 
 
+def read_checkpoint_info(path) -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of a checkpoint (model name, config, step, history, extra)
+    without building a model; errors name the file as :func:`load_checkpoint`'s do."""
+    path = Path(path)
+    meta, _ = _read_checkpoint(path)
+    return CheckpointInfo(meta["model"], meta["config"], meta.get("step", 0),
+                          History(**meta.get("history", {})), meta.get("extra", {}))
+
+
 def load_checkpoint(path, model=None, *, optimizer=None, generator=None, device=None):
     """Load a checkpoint written by :func:`save_checkpoint`.
 
@@ -369,9 +379,8 @@ def load_checkpoint(path, model=None, *, optimizer=None, generator=None, device=
     """
     path = Path(path)
     meta, tensors = _read_checkpoint(path)
-    hist = History(**meta.get("history", {}))
-    info = CheckpointInfo(meta["model"], meta["config"], meta.get("step", 0), hist,
-                          meta.get("extra", {}))
+    info = CheckpointInfo(meta["model"], meta["config"], meta.get("step", 0),
+                          History(**meta.get("history", {})), meta.get("extra", {}))
 
     built_here = model is None
     if built_here:
