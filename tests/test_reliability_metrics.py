@@ -23,7 +23,7 @@ def test_degenerate_value_range_is_refused(clf, value_range):
 
 
 def test_images_must_be_digits(clf):
-    with pytest.raises(ValueError, match=r"shape \(N, 1, 28, 28\), got \(2, 28, 28\).*images\[:, None\]"):
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\), got \(2, 28, 28\).*images\[:, None\]"):
         classifier_features(clf, torch.rand(2, 28, 28))
     with pytest.raises(ValueError, match=r"got 0 images"):
         classifier_features(clf, torch.rand(0, 1, 28, 28))

@@ -43,5 +43,5 @@ def test_truncated_work_log_is_a_clear_error(tiny, tmp_path):
     tp.train_ddpm(steps=2, chunk=2, out=tmp_path, work=tmp_path / "w")
     log = tmp_path / "w" / "digits-ddpm-log.json"
     log.write_text(log.read_text()[:5])
-    with pytest.raises(SystemExit, match=r"work log .*digits-ddpm-log.json is damaged.*delete the log"):
+    with pytest.raises(SystemExit, match=r"log .*digits-ddpm-log.json is damaged.*delete the log"):
         tp.train_ddpm(steps=4, chunk=2, out=tmp_path, work=tmp_path / "w", resume=True)
