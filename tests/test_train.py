@@ -42,7 +42,8 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     for (k, a), (_, b) in zip(m.state_dict().items(), twin.state_dict().items()):
         assert torch.equal(a, b), k
     assert json.loads((tmp_path / "m.safetensors.json").read_text())["config"] == m.config
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m.safetensors.json"]  # no temp files left
+    # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m.safetensors.json"]
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

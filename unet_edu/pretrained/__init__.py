@@ -9,8 +9,8 @@
   Fréchet distance of :mod:`unet_edu.metrics` uses (inputs in [0, 1]).
 
 Everything is read from files inside the package: no network is needed.  The readable copy
-next to the weights (``<name>.safetensors.json``) records the configuration, the loss history and how the model was trained
-(steps, wall time, final loss, data).
+next to the weights (``<name>.safetensors.json``) records the configuration, the loss history
+and how the model was trained (steps, wall time, final loss, data).
 
 Example::
 
