@@ -45,3 +45,14 @@ def test_truncated_work_log_is_a_clear_error(tiny, tmp_path):
     log.write_text(log.read_text()[:5])
     with pytest.raises(SystemExit, match=r"log .*digits-ddpm-log.json is damaged.*delete the log"):
         tp.train_ddpm(steps=4, chunk=2, out=tmp_path, work=tmp_path / "w", resume=True)
+
+
+def test_resuming_a_working_checkpoint_without_ema_is_refused(tiny, tmp_path):
+    from unet_edu.models import DiffusionUNet
+    from unet_edu.train import save_checkpoint
+
+    work = tmp_path / "w"
+    old = DiffusionUNet(**TINY, num_timesteps=10)
+    save_checkpoint(work / "digits-ddpm-state.safetensors", old, step=2)
+    with pytest.raises(SystemExit, match=r"holds a DiffusionUNet, not the TrainingState"):
+        tp.train_ddpm(steps=4, chunk=2, out=tmp_path, work=work, resume=True)

@@ -111,6 +111,11 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
     history, done = History(), 0
     if resume and state_path.exists():
         info = read_checkpoint_info(state_path)  # fit() below loads the tensors themselves
+        if info.model != type(state).__name__:
+            raise SystemExit(
+                f"{state_path} holds a {info.model}, not the {type(state).__name__} (weights and "
+                f"EMA together) this trainer resumes from; it was written by an older version: "
+                f"run without --resume to start afresh, or pass another --work folder")
         history, done = info.history, info.step
         log = _read_log(log_path)
     else:

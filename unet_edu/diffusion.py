@@ -300,8 +300,13 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _check_sampler_args(model, schedule, shape, guidance_scale, where: str) -> None:
-    """What both samplers need: a matching schedule, a sensible shape and a finite guidance."""
+def _check_sampler_args(model, schedule, shape, y, guidance_scale, where: str) -> None:
+    """What both samplers need: a matching schedule, a sensible shape, labels that fit the
+    model and the batch, and a finite guidance scale.
+
+    Label counts are checked against the caller's batch ``shape[0]``, not against the doubled
+    batch that guidance runs internally.
+    """
     _check_model_schedule(model, schedule, where)
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
@@ -312,18 +317,16 @@ def _check_sampler_args(model, schedule, shape, guidance_scale, where: str) -> N
     if not _is_real(guidance_scale):
         raise ValueError(f"{where}: guidance_scale must be a finite number, got "
                          f"{guidance_scale!r}; 1.0 means no guidance, 2 to 4 is typical")
+    if y is not None:
+        n = shape[0]
+        _check_labels(model, y, n, where,
+                      f"pass one label (used for all) or {n}, or change the batch size in shape")
 
 
-def _prepare_labels(y, n: int, device, model=None):
-    """The labels as ``n`` int64 values on ``device``; a single label is used for every image.
-
-    The count in an error is the caller's batch ``n``, not the doubled batch that guidance runs.
-    """
+def _prepare_labels(y, n: int, device):
     if y is None:
         return None
-    fix = f"pass one label (used for all) or {n}, or change the batch size in shape"
-    y = _check_labels(model, y, n, "sampler", fix) if model is not None else torch.as_tensor(y)
-    y = y.long()
+    y = torch.as_tensor(y, dtype=torch.long)
     return (y.expand(n) if y.dim() == 0 else y).to(device)
 
 
@@ -335,7 +338,7 @@ def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context,
     model.eval()
     dev = _model_device(model)
     x = _randn(shape, device=dev, generator=generator)
-    y = _prepare_labels(y, shape[0], dev, model)
+    y = _prepare_labels(y, shape[0], dev)
     traj = Trajectory(x=x)
     if return_trajectory:
         traj.xt.append(x.cpu())
@@ -367,7 +370,7 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
     Each step predicts ``x0`` from ``x_t`` (clipped to [-1, 1] when ``clip_x0``) and samples
     ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
     """
-    _check_sampler_args(model, schedule, shape, guidance_scale, "ddpm_sample")
+    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddpm_sample")
     s = schedule
 
     def update(i, step, x, eps):
@@ -407,7 +410,7 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
     image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise; ``eta``
     must lie in [0, 1] (values above 1 add more noise than DDPM and are refused too).
     """
-    _check_sampler_args(model, schedule, shape, guidance_scale, "ddim_sample")
+    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddim_sample")
     if not _is_real(eta) or not 0 <= eta <= 1:
         raise ValueError(f"ddim_sample: eta must lie in [0, 1] (0 deterministic, 1 DDPM-like), "
                          f"got {eta!r}")
