@@ -1,6 +1,7 @@
 """No checkpoint is ever lost: name clashes, failed and killed saves, diverging runs."""
 
 import json
+import random
 import os
 
 import pytest
@@ -128,7 +129,7 @@ def test_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, damage):
     path = save_checkpoint(tmp_path / "m.safetensors", _model())
     data = path.read_bytes()
     path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
-                      "random": os.urandom(300)}[damage])
+                      "random": random.Random(0).randbytes(300)}[damage])
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*m\.safetensors.*save it again"):
         load_checkpoint(path)
 
