@@ -1,8 +1,8 @@
 """No checkpoint is ever lost: name clashes, failed and killed saves, diverging runs."""
 
 import json
-import random
 import os
+import random
 
 import pytest
 import torch
