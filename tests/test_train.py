@@ -41,8 +41,9 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     assert info.model == "DiffusionUNet" and info.config == m.config and info.extra == {"note": "test"}
     for (k, a), (_, b) in zip(m.state_dict().items(), twin.state_dict().items()):
         assert torch.equal(a, b), k
-    assert json.loads((tmp_path / "m.json").read_text())["config"] == m.config
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files left
+    assert json.loads((tmp_path / "m.safetensors.json").read_text())["config"] == m.config
+    # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m.safetensors.json"]
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
@@ -88,7 +89,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(path, m, step=2)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "m.safetensors.json"]
 
 
 def test_live_loss_plot_records_every_step_and_redraws_in_place(monkeypatch):

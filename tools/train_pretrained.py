@@ -3,12 +3,15 @@
 ``NAME`` is ``digits-ddpm`` (the class-conditional diffusion U-Net of chapter 5) or
 ``digit-classifier`` (the small CNN whose features the Fréchet distance uses; ``classifier`` is
 accepted too).  Both train on ``unet_edu.data.mnist("train")`` with a fixed seed on whatever
-device :func:`unet_edu.device` picks, and write ``<name>.safetensors`` plus ``<name>.json``
-next to this file (or into ``--out``).
+device :func:`unet_edu.device` picks, and write ``<name>.safetensors`` plus its readable copy
+``<name>.safetensors.json`` into ``unet_edu/pretrained/`` (or into ``--out``).
 
 The diffusion run is built to be stopped and continued: it trains in chunks of
-``--chunk`` steps, saves a working checkpoint (weights, optimizer, random state and the EMA
-weights) after each chunk under ``--work``, and ``--resume`` picks it up again.  It stops after
+``--chunk`` steps, saves a working checkpoint after each chunk under ``--work`` (default
+``.work/pretrained`` in the repository, outside the package), and ``--resume`` picks it up
+again.  The working checkpoint is *one* file holding the weights, the EMA weights, the
+optimizer and the random state, so the EMA can never be a chunk behind the weights; the wall
+time so far is kept in a small work log that is replaced atomically.  It stops after
 ``--steps`` steps or once ``--max-minutes`` of wall time have passed, whichever comes first, and
 then writes the shipped file: the EMA weights only (no optimizer state), with the schedule, the
 number of steps, the wall time and the final loss in the checkpoint's ``extra``.
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "unet_edu" / "pretrained"  # where the shipped files live
@@ -35,6 +40,41 @@ DDPM_CONFIG = dict(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=2, a
 DDPM_TRAINING = dict(schedule="cosine", num_timesteps=1000, batch_size=64, lr=1e-3, p_uncond=0.1,
                      ema_decay=0.999, seed=0, grad_clip=1.0)
 CLASSIFIER_TRAINING = dict(steps=1500, batch_size=64, lr=2e-3, weight_decay=1e-4, seed=0)
+
+
+class TrainingState(nn.Module):
+    """The network being trained and its EMA copy, saved together as one checkpoint.
+
+    :func:`unet_edu.train.fit` optimises only parameters with ``requires_grad``, so the frozen
+    EMA copy rides along in the checkpoint without being trained.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.config = {"model": type(model).__name__, "model_config": model.config}
+
+
+def _write_log(path: Path, log: dict) -> None:
+    """Replace the work log atomically: a crash leaves the old log or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(json.dumps(log))
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path) -> dict:
+    try:
+        log = json.loads(path.read_text())
+        float(log["elapsed_s"])
+    except FileNotFoundError:
+        return {"elapsed_s": 0.0}
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(
+            f"the work log {path} is damaged ({err}); the working checkpoint next to it is "
+            f"fine: delete the log to resume with the recorded wall time restarted at 0"
+        ) from err
+    return log
 
 
 def _ema_update(ema, model, decay):
@@ -51,7 +91,7 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
     from unet_edu.diffusion import NoiseSchedule, diffusion_loss
     from unet_edu.models import DiffusionUNet
     from unet_edu.runtime import device, seed_everything
-    from unet_edu.train import History, fit, load_checkpoint, save_checkpoint
+    from unet_edu.train import History, fit, read_checkpoint_info, save_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -62,23 +102,28 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
     x = digits.images * 2 - 1  # [0, 1] -> [-1, 1]
     y = digits.labels
     schedule = NoiseSchedule(tr["schedule"], tr["num_timesteps"])
-    model = DiffusionUNet(**cfg, num_timesteps=tr["num_timesteps"]).to(dev)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    state = TrainingState(DiffusionUNet(**cfg, num_timesteps=tr["num_timesteps"])).to(dev)
+    model, ema = state.model, state.ema
     work.mkdir(parents=True, exist_ok=True)
-    state_path, ema_path = work / "digits-ddpm-state.safetensors", work / "digits-ddpm-ema.safetensors"
+    state_path = work / "digits-ddpm-state.safetensors"
     log_path = work / "digits-ddpm-log.json"
     log = {"elapsed_s": 0.0}
     history, done = History(), 0
     if resume and state_path.exists():
-        load_checkpoint(ema_path, ema)
-        log = json.loads(log_path.read_text())
-        meta = json.loads(state_path.with_suffix(".json").read_text())
-        history, done = History(**meta["history"]), meta["step"]
+        info = read_checkpoint_info(state_path)  # fit() below loads the tensors themselves
+        if info.model != type(state).__name__:
+            raise SystemExit(
+                f"{state_path} holds a {info.model}, not the {type(state).__name__} (weights and "
+                f"EMA together) this trainer resumes from; it was written by an older version: "
+                f"run without --resume to start afresh, or pass another --work folder")
+        history, done = info.history, info.step
+        log = _read_log(log_path)
     else:
         state_path.unlink(missing_ok=True)
 
-    def loss_fn(m, batch, gen):
-        return diffusion_loss(m, schedule, batch[0], batch[1], generator=gen, p_uncond=tr["p_uncond"])
+    def loss_fn(s, batch, gen):
+        return diffusion_loss(s.model, schedule, batch[0], batch[1], generator=gen,
+                              p_uncond=tr["p_uncond"])
 
     def after_step(step, loss):
         # EMA with a warm-up, so early weights do not dominate a short run.
@@ -87,13 +132,13 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
     start = time.time() - log["elapsed_s"]
     while done < steps:
         target = min(steps, (done // chunk + 1) * chunk)
-        history = fit(model, loss_fn, (x, y), steps=target, batch_size=tr["batch_size"], lr=tr["lr"],
-                      grad_clip=tr["grad_clip"], seed=tr["seed"], checkpoint=state_path,
-                      checkpoint_every=0, resume=True, progress=False, callback=after_step)
+        history = fit(state, loss_fn, (x, y), steps=target, batch_size=tr["batch_size"],
+                      lr=tr["lr"], grad_clip=tr["grad_clip"], seed=tr["seed"],
+                      checkpoint=state_path, checkpoint_every=0, resume=True, progress=False,
+                      callback=after_step)
         done = target
         log["elapsed_s"] = time.time() - start
-        save_checkpoint(ema_path, ema, step=done)
-        log_path.write_text(json.dumps(log))
+        _write_log(log_path, log)
         recent = history.losses[-chunk:]
         print(f"step {done}: mean loss over last {len(recent)} steps {sum(recent) / len(recent):.4f}, "
               f"{log['elapsed_s'] / 60:.1f} min", flush=True)

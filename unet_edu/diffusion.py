@@ -38,6 +38,105 @@ __all__ = [
 ]
 
 
+def _is_real(value) -> bool:
+    """A finite Python or NumPy number (not a bool, not NaN or infinity)."""
+    try:
+        return not isinstance(value, bool) and math.isfinite(value)
+    except TypeError:
+        return False
+
+
+def _check_whole(name: str, value, minimum: int) -> int:
+    """``value`` must be a whole number (an int, or a float like 50.0) of at least ``minimum``."""
+    if not _is_real(value) or value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}; use {name}=int(...)")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _check_timestep_tensor(t, batch: int, num_steps: int, where: str) -> torch.Tensor:
+    """``t``: integer timesteps in ``[0, num_steps)``, a number or one per image."""
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{where}: timesteps t must be integers, got dtype {t.dtype}; "
+                         f"use t.long() (or torch.randint for random steps)")
+    if t.dim() == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"{where}: t must be one timestep per image, shape ({batch},), got "
+                         f"shape {tuple(t.shape)}")
+    if batch and (t.min() < 0 or t.max() > num_steps - 1):
+        raise ValueError(
+            f"{where}: timesteps must lie in 0..{num_steps - 1} for this {num_steps}-step "
+            f"schedule, got {t.min().item()}..{t.max().item()}; 0 is the first noising step "
+            f"and {num_steps - 1} the last (negative indices are not allowed)")
+    return t
+
+
+def _check_model_schedule(model, schedule: "NoiseSchedule", where: str) -> None:
+    """A time-conditioned model must have been built for the schedule's number of steps."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"{where}: schedule must be a NoiseSchedule, got "
+                         f"{type(schedule).__name__}")
+    cfg = getattr(model, "config", {})
+    n = cfg.get("num_timesteps")
+    if n is not None and cfg.get("time_conditioning", True) and n != schedule.num_steps:
+        raise ValueError(
+            f"{where}: the model was built for num_timesteps={n} but the schedule has "
+            f"{schedule.num_steps} steps, so its time embedding would be read at the wrong "
+            f"places; use NoiseSchedule(..., num_steps={n}) or build the model with "
+            f"num_timesteps={schedule.num_steps}")
+
+
+def _check_labels(model, y, batch: int, where: str, fix_batch: str) -> torch.Tensor:
+    """Class labels: integers, one per image (or one for all), in ``0..num_classes``."""
+    n = getattr(model, "config", {}).get("num_classes")
+    if not n:
+        raise ValueError(
+            f"{where}: got class labels y, but the model is unconditional (num_classes="
+            f"{n!r}); call it without y, or train a model built with num_classes=<classes>")
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{where}: class labels y must be integers, got dtype {y.dtype} "
+                         f"(values would be truncated); use y.long()")
+    if y.dim() == 0:
+        y = y.expand(batch)
+    if y.shape != (batch,):
+        raise ValueError(f"{where}: y must hold one label per image, {batch} in all, got shape "
+                         f"{tuple(y.shape)}; {fix_batch}")
+    if batch and (y.min() < 0 or y.max() > n):
+        raise ValueError(f"{where}: labels must lie in 0..{n - 1} (or {n} for 'no label'), got "
+                         f"{y.min().item()}..{y.max().item()}")
+    return y.long()
+
+
+def _check_images(x0, model, where: str) -> torch.Tensor:
+    """Clean images for the loss: a non-empty floating batch with finite values.
+
+    A floating batch of another precision (float16, float64) is cast to the model's dtype, the
+    way a data loader's output usually needs to be; integer images are an error because their
+    scale (0..255?) is unknown.
+    """
+    if not isinstance(x0, torch.Tensor):
+        raise ValueError(f"{where}: x0 must be a torch.Tensor of images, got {type(x0).__name__}")
+    if x0.dim() < 2 or x0.shape[0] == 0:
+        raise ValueError(f"{where}: x0 must be a non-empty batch of images (B, C, H, W), got "
+                         f"shape {tuple(x0.shape)}")
+    if not x0.is_floating_point():
+        raise ValueError(
+            f"{where}: x0 has dtype {x0.dtype}; diffusion works on float images in [-1, 1]: "
+            f"use x0.float() / 255 * 2 - 1 for 8-bit images")
+    param = next(model.parameters(), None)
+    if param is not None and x0.dtype != param.dtype:
+        x0 = x0.to(param.dtype)
+    if not torch.isfinite(x0).all():
+        bad = (~torch.isfinite(x0)).sum().item()
+        raise ValueError(f"{where}: x0 contains {bad} NaN or infinite value(s); clean the data "
+                         f"first (e.g. torch.nan_to_num or drop those images)")
+    return x0
+
+
 class NoiseSchedule:
     """The variances ``beta_t`` of the forward process and the quantities derived from them.
 
@@ -52,8 +151,16 @@ class NoiseSchedule:
 
     def __init__(self, kind: str = "linear", num_steps: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, cosine_s: float = 0.008):
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        num_steps = _check_whole("num_steps", num_steps, 1)
+        # Every beta must be a variance in (0, 1), else alpha_bar leaves (0, 1] and the
+        # square roots of q_sample turn into NaN.
+        for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if not _is_real(value) or not 0 < value < 1:
+                raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}; "
+                                 f"the DDPM values are beta_start=1e-4, beta_end=0.02")
+        if not _is_real(cosine_s) or cosine_s <= 0:
+            raise ValueError(f"cosine_s must be a small positive offset, got {cosine_s!r}; "
+                             f"the usual value is 0.008")
         self.kind = kind
         self.num_steps = num_steps
         if kind == "linear":
@@ -102,7 +209,12 @@ def _randn(shape, like: torch.Tensor | None = None, device=None, generator=None,
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise=None, generator=None):
-    """Draw ``x_t ~ q(x_t | x_0)``: ``sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) noise``."""
+    """Draw ``x_t ~ q(x_t | x_0)``: ``sqrt(a_bar_t) x0 + sqrt(1 - a_bar_t) noise``.
+
+    ``t`` holds integer timesteps in ``0..T-1`` (a number, or one per image); a float or
+    negative ``t`` is an error rather than a silently rounded or wrapped index.
+    """
+    t = _check_timestep_tensor(t, x0.shape[0], schedule.num_steps, "q_sample")
     if noise is None:
         noise = _randn(None, like=x0, generator=generator)
     a = schedule.at(schedule.alphas_cumprod, t, x0)
@@ -117,7 +229,22 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y=None, *, 
     each label is replaced by the null class with probability ``p_uncond``, so the same network
     also learns the unconditional prediction that classifier-free guidance needs (Ho &
     Salimans, 2022).  ``reduction="none"`` returns one loss per image (to plot loss against t).
+
+    ``x0`` must be a non-empty float batch without NaN/inf (float16/float64 are cast to the
+    model's dtype); ``y`` integer labels; ``p_uncond`` in [0, 1]; the model must have been built
+    for ``schedule.num_steps`` timesteps.  Anything else is a ``ValueError`` naming the fix.
     """
+    _check_model_schedule(model, schedule, "diffusion_loss")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"diffusion_loss: reduction must be 'mean' or 'none', got "
+                         f"{reduction!r}; for a sum use reduction='none' and .sum()")
+    if not _is_real(p_uncond) or not 0 <= p_uncond <= 1:
+        raise ValueError(f"diffusion_loss: p_uncond is a probability and must lie in [0, 1], "
+                         f"got {p_uncond!r}; 0.1 is usual")
+    x0 = _check_images(x0, model, "diffusion_loss")
+    if y is not None:
+        y = _check_labels(model, y, x0.shape[0], "diffusion_loss",
+                          "pass the labels that belong to the images").to(x0.device)
     b = x0.shape[0]
     t = torch.randint(0, schedule.num_steps, (b,), generator=generator)
     noise = _randn(None, like=x0, generator=generator)
@@ -138,6 +265,9 @@ def guided_eps(model, x_t, t, y=None, guidance_scale: float = 1.0, context=None)
     ``s > 1`` pushes samples towards what makes them look like their class (sharper, less
     varied), ``s = 0`` ignores the label.  Both predictions come from one batched call.
     """
+    if y is not None and not getattr(model, "config", {}).get("num_classes"):
+        raise ValueError("guided_eps: got class labels y, but the model is unconditional; "
+                         "call it without y (guidance needs a class-conditional model)")
     kwargs = {} if context is None else {"context": context}
     if y is None:
         return model(x_t, t, **kwargs)
@@ -168,6 +298,29 @@ class Trajectory:
 
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def _check_sampler_args(model, schedule, shape, y, guidance_scale, where: str) -> None:
+    """What both samplers need: a matching schedule, a sensible shape, labels that fit the
+    model and the batch, and a finite guidance scale.
+
+    Label counts are checked against the caller's batch ``shape[0]``, not against the doubled
+    batch that guidance runs internally.
+    """
+    _check_model_schedule(model, schedule, where)
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
+        raise ValueError(f"{where}: shape must be the batch shape (B, C, H, W), got {shape!r}")
+    for i, n in enumerate(shape):
+        _check_whole(f"shape[{i}]", n, 1)
+    if not _is_real(guidance_scale):
+        raise ValueError(f"{where}: guidance_scale must be a finite number, got "
+                         f"{guidance_scale!r}; 1.0 means no guidance, 2 to 4 is typical")
+    if y is not None:
+        n = shape[0]
+        _check_labels(model, y, n, where,
+                      f"pass one label (used for all) or {n}, or change the batch size in shape")
 
 
 def _prepare_labels(y, n: int, device):
@@ -217,6 +370,7 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
     Each step predicts ``x0`` from ``x_t`` (clipped to [-1, 1] when ``clip_x0``) and samples
     ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
     """
+    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddpm_sample")
     s = schedule
 
     def update(i, step, x, eps):
@@ -239,6 +393,7 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
 
 def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
     """``steps`` timesteps spread evenly over ``[0, num_steps - 1]``, largest first."""
+    steps = _check_whole("steps", steps, 0)  # the range check below names the allowed range
     if not 1 <= steps <= num_steps:
         raise ValueError(f"steps must lie in 1..{num_steps}, got {steps}")
     ts = torch.linspace(0, num_steps - 1, steps, dtype=torch.float64).round().long().tolist()
@@ -252,8 +407,13 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
     """DDIM sampling (Song et al., 2021) on a subset of ``steps`` timesteps.
 
     With ``eta=0`` the update is deterministic: the same starting noise always gives the same
-    image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise.
+    image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise; ``eta``
+    must lie in [0, 1] (values above 1 add more noise than DDPM and are refused too).
     """
+    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddim_sample")
+    if not _is_real(eta) or not 0 <= eta <= 1:
+        raise ValueError(f"ddim_sample: eta must lie in [0, 1] (0 deterministic, 1 DDPM-like), "
+                         f"got {eta!r}")
     ts = ddim_timesteps(schedule.num_steps, steps)
     a_bars = schedule.alphas_cumprod
 

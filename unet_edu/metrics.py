@@ -21,6 +21,7 @@ The trained classifier ships with the package: ``unet_edu.pretrained.load("digit
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -60,6 +61,19 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
 
+def _check_value_range(value_range) -> tuple[float, float]:
+    """``(lo, hi)``: two finite numbers with ``lo < hi``; images are mapped from it to [0, 1]."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"value_range must be two numbers (lo, hi), got {value_range!r}") from err
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        raise ValueError(f"value_range must be two finite numbers with lo < hi, got "
+                         f"{value_range!r}; use (0, 1) for images in [0, 1] and (-1, 1) for "
+                         f"raw diffusion samples")
+    return lo, hi
+
+
 @torch.no_grad()
 def classifier_features(classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 500,
                         value_range=(0.0, 1.0)):
@@ -68,7 +82,15 @@ def classifier_features(classifier: DigitClassifier, images: torch.Tensor, batch
     ``value_range`` is the range of ``images``: use ``(-1, 1)`` for raw diffusion samples; they
     are clamped and mapped to [0, 1], which the classifier was trained on.
     """
-    lo, hi = value_range
+    lo, hi = _check_value_range(value_range)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1:] != (1, 28, 28):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"classifier_features needs digits of shape (N, 1, 28, 28), got {shape}; "
+                         f"add the channel axis with images[:, None] for (N, 28, 28)")
+    if len(images) == 0:
+        raise ValueError("classifier_features got 0 images; pass at least one digit")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     classifier.eval()
     dev = next(classifier.parameters()).device
     feats, preds = [], []
@@ -85,6 +107,9 @@ def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(feats.detach().cpu() if isinstance(feats, torch.Tensor) else feats, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"need a (N, D) array of features with N >= 2, got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"features contain {int((~np.isfinite(f)).sum())} NaN or infinite "
+                         f"value(s); check the images they came from (e.g. a diverged sampler)")
     return f.mean(0), np.cov(f, rowvar=False)
 
 
@@ -130,6 +155,21 @@ class SamplerScore:
         return asdict(self)
 
 
+def _check_digit_model(model) -> None:
+    """The classifier reads 1-channel 28x28 digits, so the diffusion model must produce them."""
+    cfg = getattr(model, "config", {})
+    if cfg.get("in_channels", 1) != 1:
+        raise ValueError(
+            f"evaluate_sampler scores 1-channel digits, but the model makes images with "
+            f"{cfg['in_channels']} channels; evaluate a model built with in_channels=1")
+    halvings = len(cfg.get("channel_mult", (1,))) - 1
+    if 28 % 2**halvings:
+        raise ValueError(
+            f"evaluate_sampler draws 28x28 digits (the size the digit classifier reads), but "
+            f"this model has {halvings + 1} levels and needs sides divisible by "
+            f"{2**halvings}; evaluate a model with at most 3 levels (len(channel_mult) <= 3)")
+
+
 def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features, *, sampler: str = "ddim",
                      steps: int = 50, n: int = 500, guidance_scale: float = 2.0, seed: int = 2,
                      batch_size: int = 250, progress: bool = False) -> SamplerScore:
@@ -146,11 +186,15 @@ def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features
 
     if sampler not in ("ddim", "ddpm"):
         raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    if n < 2:
-        raise ValueError(f"n must be at least 2 to estimate a covariance, got {n}")
+    for name, value, least in (("n", n, 2), ("steps", steps, 1), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            why = " to estimate a covariance" if name == "n" else ""
+            raise ValueError(
+                f"{name} must be a whole number of at least {least}{why}, got {value!r}")
+    _check_digit_model(model)
     labels = torch.arange(n) % 10
     gen = torch.Generator().manual_seed(seed)
-    image_shape = (model.config.get("in_channels", 1), 28, 28)
+    image_shape = (1, 28, 28)
     samples, seconds = [], 0.0
     for y in labels.split(batch_size):
         start = time.perf_counter()

@@ -38,21 +38,59 @@ __all__ = [
 ]
 
 
-def _bool(x) -> torch.Tensor:
+def _bool(x, name: str = "mask", where: str = "mask") -> torch.Tensor:
+    """A binary mask as bool: integer/bool masks as they are, probabilities thresholded at 0.5.
+
+    Floats outside [0, 1] are almost always logits, whose threshold is 0, not 0.5: they are
+    an error rather than a quietly wrong score.
+    """
     x = torch.as_tensor(x)
-    return x.bool() if x.dtype == torch.bool or not x.is_floating_point() else x > 0.5
+    if x.dtype == torch.bool or not x.is_floating_point():
+        return x.bool()
+    if x.numel() and not torch.isfinite(x).all():
+        raise ValueError(f"{where}: {name} contains NaN or infinite values")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{where}: {name} holds floats from {x.min().item():.3g} to {x.max().item():.3g}, "
+            f"so they look like logits, not probabilities in [0, 1]; pass torch.sigmoid({name}) "
+            f"or the mask {name} > 0")
+    return x > 0.5
+
+
+def _pair(pred, target, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two masks of the *same* shape: broadcasting would compare the wrong pixels."""
+    p, t = _bool(pred, "pred", where), _bool(target, "target", where)
+    if p.shape != t.shape:
+        raise ValueError(
+            f"{where}: pred has shape {tuple(p.shape)} but target {tuple(t.shape)}; they must "
+            f"match pixel for pixel (squeeze a channel axis with pred[:, 0] or crop the "
+            f"prediction to the target)")
+    return p, t
+
+
+def _whole(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
 
 
 def iou(pred, target) -> float:
-    """Intersection over union of two binary masks (any shape; 1.0 when both are empty)."""
-    p, t = _bool(pred), _bool(target)
+    """Intersection over union of two binary masks of the same shape (1.0 when both are empty).
+
+    Masks are bool or integer (nonzero is foreground) or probabilities in [0, 1] (above 0.5 is
+    foreground); logits and mismatched shapes are a ``ValueError``.
+    """
+    p, t = _pair(pred, target, "iou")
     union = (p | t).sum().item()
     return 1.0 if union == 0 else (p & t).sum().item() / union
 
 
 def dice(pred, target) -> float:
-    """Dice coefficient ``2|P & T| / (|P| + |T|)`` of two binary masks (1.0 when both are empty)."""
-    p, t = _bool(pred), _bool(target)
+    """Dice coefficient ``2|P & T| / (|P| + |T|)`` of two binary masks (1.0 when both are empty).
+
+    The masks are read as in :func:`iou`.
+    """
+    p, t = _pair(pred, target, "dice")
     total = p.sum().item() + t.sum().item()
     return 1.0 if total == 0 else 2 * (p & t).sum().item() / total
 
@@ -75,7 +113,8 @@ def boundary_band(mask, width: int = 1) -> torch.Tensor:
 
 def boundary_accuracy(pred, target, width: int = 1) -> float:
     """Fraction of pixels in the boundary band of ``target`` that ``pred`` labels correctly."""
-    p, t = _bool(pred), _bool(target)
+    p, t = _pair(pred, target, "boundary_accuracy")
+    _whole("width", width, 1)
     band = boundary_band(t, width)
     n = band.sum().item()
     return 1.0 if n == 0 else (p[band] == t[band]).float().mean().item()
@@ -100,7 +139,10 @@ def touching_gaps(instances) -> torch.Tensor:
 def gap_background_rate(pred, instances) -> float:
     """Fraction of the touching-cell gap pixels that ``pred`` correctly calls background."""
     gaps = touching_gaps(instances)
-    p = _bool(pred).reshape(gaps.shape)
+    p = _bool(pred, "pred", "gap_background_rate")
+    if p.shape != gaps.shape:
+        raise ValueError(f"gap_background_rate: pred has shape {tuple(p.shape)} but instances "
+                         f"{tuple(gaps.shape)}; they must match pixel for pixel")
     n = gaps.sum().item()
     return 1.0 if n == 0 else (~p[gaps]).float().mean().item()
 
@@ -113,8 +155,11 @@ def separated_instances(pred, instances, threshold: float = 0.5) -> tuple[int, i
     (two merged cells share one component, so neither passes).  Returns ``(separated, total)``
     summed over the batch.
     """
-    pred = _bool(pred).cpu().numpy()
+    pred = _bool(pred, "pred", "separated_instances").cpu().numpy()
     inst = torch.as_tensor(instances).cpu().numpy()
+    if pred.shape != inst.shape:
+        raise ValueError(f"separated_instances: pred has shape {pred.shape} but instances "
+                         f"{inst.shape}; they must match pixel for pixel")
     if inst.ndim == 2:
         pred, inst = pred[None], inst[None]
     found = total = 0
@@ -165,7 +210,18 @@ def elastic_deform(image: torch.Tensor, labels: torch.Tensor, alpha: float = 30.
 
 
 def mirror_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Mirror ``x`` ``(N, C, H, W)`` by ``pad`` pixels on each side, as the paper does at borders."""
+    """Mirror ``x`` ``(N, C, H, W)`` by ``pad`` pixels on each side, as the paper does at borders.
+
+    ``pad`` must be a whole number >= 0 (to crop, slice instead: ``x[..., p:-p, p:-p]``).
+    """
+    _whole("pad", pad, 0)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"mirror_pad needs a batch (N, C, H, W), got {shape}; "
+                         f"use x[None] to add a batch axis")
+    if pad and min(x.shape[-2:]) < 2:
+        raise ValueError(f"mirror_pad cannot mirror an image of size {tuple(x.shape[-2:])}; "
+                         f"it needs at least 2 pixels per side")
     if pad == 0:
         return x
     while pad >= min(x.shape[-2:]):  # reflection needs pad < size: mirror in stages
@@ -180,6 +236,7 @@ def tile_margin(model, tile: int) -> int:
     Zero for a ``padding="same"`` model; for a ``padding="valid"`` :class:`UNet2015`, the
     ``m`` with ``model.output_size(tile + 2m) == tile`` (ValueError if there is none).
     """
+    _whole("tile", tile, 1)
     if model.config.get("padding", "same") == "same":
         return 0
     for m in range(1, 4 * tile + 256):
@@ -199,6 +256,12 @@ def overlap_tile_predict(model, image: torch.Tensor, tile: int, overlap: bool = 
     ``overlap=False`` each tile is predicted alone, padded with a mirror of *itself*: what the
     network sees at the tile's edge is not the neighbouring image, and seams appear.
     """
+    _whole("tile", tile, 1)
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        hint = "; add the batch axis with image[None]" if getattr(image, "ndim", 0) == 3 else ""
+        raise ValueError(f"overlap_tile_predict needs an image batch (N, C, H, W), got "
+                         f"{shape}{hint}")
     n, c, h, w = image.shape
     m = tile_margin(model, tile)
     H, W = -(-h // tile) * tile, -(-w // tile) * tile

@@ -8,9 +8,9 @@
 * ``"digit-classifier"`` — the :class:`~unet_edu.metrics.DigitClassifier` whose features the
   Fréchet distance of :mod:`unet_edu.metrics` uses (inputs in [0, 1]).
 
-Everything is read from files inside the package: no network is needed.  Each ``.json`` file
-next to the weights records the configuration, the loss history and how the model was trained
-(steps, wall time, final loss, data).
+Everything is read from files inside the package: no network is needed.  The readable copy
+next to the weights (``<name>.safetensors.json``) records the configuration, the loss history
+and how the model was trained (steps, wall time, final loss, data).
 
 Example::
 
@@ -83,18 +83,17 @@ def load(name: str, device=None) -> Pretrained:
     dev = torch.device(device) if device is not None else best_device()
     if name == "digit-classifier":
         from ..metrics import DigitClassifier
-        import json
+        from ..train import read_checkpoint_info
 
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            config = json.loads(f.metadata()["unet_edu"])["config"]
-        model = DigitClassifier(**config)
+        # The classifier is not one of the models build_model knows, so build it from the
+        # stored config first (damaged files fail here with a message that names them).
+        model = DigitClassifier(**read_checkpoint_info(path).config)
         info = load_checkpoint(path, model)
         return Pretrained(name, model.to(dev).eval(), None, info, (0.0, 1.0))
     from ..diffusion import NoiseSchedule
 
     model, info = load_checkpoint(path)
     tr = info.extra.get("training", {})
-    schedule = NoiseSchedule(tr.get("schedule", "cosine"), tr.get("num_timesteps", model.config["num_timesteps"]))
+    schedule = NoiseSchedule(tr.get("schedule", "cosine"),
+                             tr.get("num_timesteps", model.config["num_timesteps"]))
     return Pretrained(name, model.to(dev).eval(), schedule, info, (-1.0, 1.0))
