@@ -25,5 +25,6 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model", "count_parameters"]
+__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model",
+           "count_parameters"]
 __all__ += ["AttentionUNet", "UNetPlusPlus", "UNet3D"]
