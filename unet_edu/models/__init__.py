@@ -1,7 +1,10 @@
 """The networks of the book, from the naive baseline to the diffusion U-Net.
 
-Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict),
-so a checkpoint can record them and :func:`build_model` can rebuild the same network.
+Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict,
+recorded by :class:`~unet_edu.models.config.RecordsConfig`), so a checkpoint can record them and
+:func:`build_model` can rebuild the same network.  UNet2015, AttentionUNet and UNet3D share one
+U (:class:`~unet_edu.models.skeleton.UNetSkeleton`); every model checks its input with
+:mod:`unet_edu.models.checks` before the first layer.
 """
 
 from .diffusion_unet import DiffusionUNet

@@ -39,7 +39,7 @@ def check_batch(x, in_channels: int, model: str, dims: int = 2, weight_dtype=Non
     if x.shape[1] != in_channels:
         raise ValueError(
             f"{model} was built for {in_channels} input channel(s) but got {x.shape[1]}; build it "
-            f"with in_channels={x.shape[1]} or convert the input (e.g. x.mean(1, keepdim=True) "
+            f"with in_channels={x.shape[1]} or convert the {item}s (e.g. x.mean(1, keepdim=True) "
             f"for grayscale)"
         )
     if not x.is_floating_point():

@@ -9,8 +9,8 @@ once here and each model states only what it changes:
 * ``norm`` -- a factory ``channels -> layer`` (see :func:`~unet_edu.blocks.norm_factory`), or
   ``None``;
 * ``padding`` -- ``"same"`` or the paper's ``"valid"``;
-* :meth:`UNetSkeleton.join` -- how an encoder map meets the decoder (concatenate, add, or let
-  an attention gate filter it first).
+* ``gate`` and :meth:`UNetSkeleton.join` -- how an encoder map meets the decoder
+  (concatenate, add, or let an attention gate filter it first).
 
 ``features`` lists the channel width of each level from the top to the bottleneck, so there are
 ``len(features) - 1`` 2x max-pools on the way down and as many 2x transposed convolutions on the
@@ -55,11 +55,13 @@ class UNetSkeleton(nn.Module):
     """A U of :class:`~unet_edu.blocks.DoubleConv` blocks joined by skip connections.
 
     ``skip`` is ``"concat"`` (the decoder block sees ``2 * c`` channels), ``"add"`` or
-    ``"none"`` (both ``c``).  Subclasses change :meth:`join` and :meth:`check_input`.
+    ``"none"`` (both ``c``).  ``gate(c, c_low)``, if given, builds one module per decoder step
+    into ``self.gates`` (bottom first, like ``self.up``) for :meth:`join` to use.  Subclasses
+    change :meth:`join` and :meth:`check_input`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, features, *, dims: int = 2,
-                 padding: str = "same", norm=None, skip: str = "concat"):
+                 padding: str = "same", norm=None, skip: str = "concat", gate=None):
         super().__init__()
         pool, upconv, head = _LAYERS[dims]
         self.in_channels, self.dims, self.skip_mode = in_channels, dims, skip
@@ -70,9 +72,13 @@ class UNetSkeleton(nn.Module):
         )
         self.pool = pool(2)
         self.bottleneck = DoubleConv(features[-2], features[-1], padding, norm, dims)
+        if gate is not None:
+            self.gates = nn.ModuleList()  # gate(skip channels, gating channels), as self.up
         self.up = nn.ModuleList()
         self.decode = nn.ModuleList()
         for c_low, c in zip(features[:0:-1], features[-2::-1]):  # from the bottom up
+            if gate is not None:
+                self.gates.append(gate(c, c_low))
             self.up.append(upconv(c_low, c, 2, stride=2))
             self.decode.append(DoubleConv(2 * c if skip == "concat" else c, c, padding, norm, dims))
         self.head = head(features[0], out_channels, 1)

@@ -44,12 +44,8 @@ class AttentionUNet(RecordsConfig, UNetSkeleton):
                  norm=None, norm_groups: int = 8, gates: bool = True):
         features = check_features(features, "AttentionUNet")
         norm = norm_factory(norm, 2, norm_groups, "AttentionUNet")
-        super().__init__(in_channels, out_channels, features, norm=norm)
-        # One gate per decoder step, bottom first (like self.up): skip channels c, gate c_low.
-        self.gates = nn.ModuleList(
-            AttentionGate(c, c_low) if gates else nn.Identity()
-            for c_low, c in zip(features[:0:-1], features[-2::-1])
-        )
+        gate = AttentionGate if gates else (lambda c, c_low: nn.Identity())
+        super().__init__(in_channels, out_channels, features, norm=norm, gate=gate)
 
     def join(self, level, skip, up, coarse):
         """The one change to the U: the coarser decoder map gates the skip before concatenation."""
