@@ -68,10 +68,9 @@ class UNetPlusPlus(RecordsConfig, nn.Module):
     """U-Net++: nested, dense skip pathways between encoder and decoder.
 
     Node ``X[i, 0]`` is the encoder at level ``i`` (a :class:`~unet_edu.blocks.DoubleConv`
-    after a 2x2 max-pool).
-    Node ``X[i, j]`` for ``j >= 1`` concatenates every earlier node of its row,
-    ``X[i, 0] .. X[i, j-1]``, with the upsampled ``X[i+1, j-1]`` and applies a conv block, so it
-    sees ``(j + 1) * features[i]`` channels.  Each top node ``X[0, j]`` (``j = 1 .. L-1``) has a
+    after a 2x2 max-pool).  Node ``X[i, j]`` for ``j >= 1`` concatenates every earlier node of
+    its row, ``X[i, 0] .. X[i, j-1]``, with the upsampled ``X[i+1, j-1]`` and applies a
+    DoubleConv, so it sees ``(j + 1) * features[i]`` channels.  Each top node ``X[0, j]`` (``j = 1 .. L-1``) has a
     1x1 output head.
 
     ``forward(x, depth=d)`` computes only the nodes with ``i + j <= d`` and returns the head of
