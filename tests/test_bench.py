@@ -75,7 +75,7 @@ def test_benchmark_end_to_end_on_tiny_config(tmp_path, one_thread):
 
 
 def test_missing_peer_is_skipped_with_a_message(monkeypatch, one_thread, capsys):
-    monkeypatch.setattr(bench, "peer_available", lambda name: False)
+    monkeypatch.setattr(bench.configs, "peer_available", lambda name: False)
     res = bench.run_benchmark(configs=("tiny",), models=("ours", "diffusers"), repeats=1, quick=True,
                               memory="off")
     assert "pip install -r requirements-bench.txt" in res["skipped"]["diffusers"]
@@ -91,13 +91,13 @@ def test_ratios_mean_ours_is_better_above_one():
         "diffusers": dict(parameters=101, train_images_per_s=10.0, infer_images_per_s=100.0,
                           sample_s_64x50=20.0, peak_train_bytes=50),
     }
-    r = bench._ratios(models)["diffusers"]
+    r = bench.ratios(models)["diffusers"]
     assert r == dict(parameters=1.01, train=2.0, inference=0.5, sampling=2.0, memory=0.5)
     # On a single-threaded CPU run the ratios compare CPU time (immune to other programs).
     models["ours"] |= dict(train_images_per_cpu_s=30.0, infer_images_per_cpu_s=60.0, sample_cpu_s_64x50=4.0)
     models["diffusers"] |= dict(train_images_per_cpu_s=10.0, infer_images_per_cpu_s=60.0,
                                 sample_cpu_s_64x50=5.0)
-    r = bench._ratios(models, "cpu")["diffusers"]
+    r = bench.ratios(models, "cpu")["diffusers"]
     assert r == dict(parameters=1.01, train=3.0, inference=1.0, sampling=1.25, memory=0.5)
 
 

@@ -8,7 +8,7 @@ import torch
 from unet_edu.models import (
     MODELS, AttentionUNet, UNet2015, UNet3D, UNetPlusPlus, build_model, count_parameters,
 )
-from unet_edu.models.variants import conv_block
+from unet_edu.blocks import DoubleConv, norm_factory
 
 
 def _all_params_get_gradients(model, loss):
@@ -126,8 +126,8 @@ def test_config_round_trip(name, config, shape):
     torch.testing.assert_close(m(x), again(x))
 
 
-def test_conv_block_group_norm_swaps_batchnorm():
-    b = conv_block(3, 8, norm="group", norm_groups=4)
+def test_double_conv_with_group_norm_factory():
+    b = DoubleConv(3, 8, norm=norm_factory("group", groups=4))
     kinds = [type(layer).__name__ for layer in b]
     assert kinds == ["Conv2d", "GroupNorm", "ReLU", "Conv2d", "GroupNorm", "ReLU"]
     assert b[1].num_groups == 4

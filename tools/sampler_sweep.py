@@ -21,22 +21,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import sys
-from pathlib import Path
 
 import torch
 
-from tools.bench import machine
+from tools import _cli
 from unet_edu.pretrained.sweep import (SHIPPED, fewest_steps_within, markdown_table, plot_sweep,
                                       shipped_results)
 
-__all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "shipped_results", "SHIPPED", "main"]
+__all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "shipped_results",
+           "SHIPPED", "main"]
 
 
-
-def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, guidance_scale: float = 2.0,
-              seed: int = 2, model=None, schedule=None, classifier=None, progress: bool = True) -> dict:
+def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
+              guidance_scale: float = 2.0, seed: int = 2, model=None, schedule=None,
+              classifier=None, progress: bool = True) -> dict:
     """Score DDPM and DDIM at each of ``ddim_steps`` on ``n`` samples; return a results dict.
 
     ``model``, ``schedule`` and ``classifier`` default to the shipped models (tests pass tiny
@@ -58,21 +56,22 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, 
     test = mnist("test")
     half = len(test.labels) // 2
     if not 2 <= n <= half:
-        raise ValueError(f"n={n} samples need two disjoint real sets of n digits, but the test split has "
-                         f"{len(test.labels)}; use 2 <= n <= {half}")
+        raise ValueError(f"n={n} samples need two disjoint real sets of n digits, but the test "
+                         f"split has {len(test.labels)}; use 2 <= n <= {half}")
     feats, _ = classifier_features(classifier, test.images)
     real_a, real_b = feats[:n], feats[half:half + n]
     runs = ([("ddpm", schedule.num_steps)] if ddpm else []) + [("ddim", s) for s in ddim_steps]
     rows = []
     for sampler, steps in runs:
-        score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps, n=n,
-                                 guidance_scale=guidance_scale, seed=seed, progress=progress)
+        score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps,
+                                 n=n, guidance_scale=guidance_scale, seed=seed, progress=progress)
         rows.append(score.as_dict())
-        print(f"{sampler.upper()}-{score.steps}: FD {score.fd:.2f}, label accuracy {score.label_accuracy:.3f}, "
-              f"{score.seconds:.1f} s", flush=True)
+        print(f"{sampler.upper()}-{score.steps}: FD {score.fd:.2f}, label accuracy "
+              f"{score.label_accuracy:.3f}, {score.seconds:.1f} s", flush=True)
 
-    meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "device": device().type,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "n": n,
+    meta = {"date": _dt.date.today().isoformat(), "machine": _cli.machine(),
+            "device": device().type, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "n": n,
             "guidance_scale": guidance_scale, "seed": seed, "real_source": test.source,
             "real_floor_fd": frechet_distance(real_a, real_b)}
     if info is not None:
@@ -82,52 +81,34 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True, 
 
 
 def _save_plot(results: dict, path, factor: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # a command-line run needs no display
-    import matplotlib.pyplot as plt
-
-    ax = plot_sweep(results, factor=factor)
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
-    plt.close(ax.figure)
+    _cli.save_figure(plot_sweep(results, factor=factor).figure, path)
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m tools.sampler_sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=500, help="digits per row (at most half the real test split)")
+    p = argparse.ArgumentParser(prog="python -m tools.sampler_sweep",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=500,
+                   help="digits per row (at most half the real test split)")
     p.add_argument("--steps", default="5,10,20,50,100", help="comma-separated DDIM step counts")
     p.add_argument("--no-ddpm", action="store_true", help="leave out 1000-step DDPM (the slow row)")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
-    p.add_argument("--factor", type=float, default=1.5, help="how close to DDPM's FD counts as close")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--markdown", default=None, help="write the Markdown table here")
-    p.add_argument("--plot", default=None, help="write the figure (PNG) here")
-    p.add_argument("--from-json", default=None, help="do not sample: render --markdown/--plot from this file")
+    p.add_argument("--factor", type=float, default=1.5,
+                   help="how close to DDPM's FD counts as close")
+    _cli.add_report_arguments(p, measuring="sample")
     args = p.parse_args(argv)
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-    else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        try:
-            steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
-        except ValueError:
-            p.error(f"--steps must be comma-separated integers such as 5,10,50, got {args.steps!r}")
-        results = run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm, guidance_scale=args.guidance)
-        results["meta"]["command"] = "python -m tools.sampler_sweep " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown_table(results, args.factor))
-    if args.plot:
-        _save_plot(results, args.plot, args.factor)
-    if not args.markdown:
-        print(markdown_table(results, args.factor))
-    return results
+    try:
+        steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
+    except ValueError:
+        p.error(f"--steps must be comma-separated integers such as 5,10,50, got {args.steps!r}")
+
+    def measure():
+        return run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm,
+                         guidance_scale=args.guidance)
+
+    return _cli.measure_and_report(
+        args, argv, "tools.sampler_sweep", measure,
+        lambda results: markdown_table(results, args.factor),
+        lambda results, path: _save_plot(results, path, args.factor))
 
 
 if __name__ == "__main__":

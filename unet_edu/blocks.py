@@ -30,30 +30,55 @@ __all__ = [
     "Downsample",
     "Upsample",
     "group_norm",
+    "norm_factory",
 ]
 
 
 def group_norm(channels: int, groups: int, where: str = "GroupNorm") -> nn.GroupNorm:
     """``nn.GroupNorm`` with a clear error when ``groups`` does not divide ``channels``."""
+    if groups < 1:
+        raise ValueError(f"{where}: norm_groups must be at least 1, got {groups}; 32 is usual")
     check_groups(channels, groups, where)
     return nn.GroupNorm(groups, channels)
+
+
+def norm_factory(norm, dims: int = 2, groups: int = 8, where: str = "norm"):
+    """Turn ``norm`` (``None``, ``"batch"`` or ``"group"``) into a function ``channels -> layer``.
+
+    The U-Nets take the normalisation as this factory, so one block serves 2-D and 3-D inputs
+    and any norm: BatchNorm averages over the batch, GroupNorm (``groups`` groups of channels)
+    does not, which is what small batches need.  ``None`` means no normalisation at all.
+    """
+    if norm is None:
+        return None
+    if norm == "batch":
+        return {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
+    if norm == "group":
+        return lambda channels: group_norm(channels, groups, f"{where} ({channels} channels)")
+    raise ValueError(f"{where}: norm must be None, 'batch' or 'group', got {norm!r}")
 
 
 class DoubleConv(nn.Sequential):
     """Two 3x3 convolutions, each followed by ReLU: the unit of the 2015 U-Net.
 
     ``padding="valid"`` is the paper's choice (each convolution trims one pixel per side, so a
-    block loses 4 pixels of height and width); ``"same"`` keeps the size.  ``norm="batch"``
-    adds BatchNorm after each convolution, as most modern re-implementations do.
+    block loses 4 pixels of height and width); ``"same"`` keeps the size.  ``norm`` adds a
+    normalisation after each convolution, as most modern re-implementations do: ``"batch"``,
+    or any factory ``channels -> layer`` from :func:`norm_factory`.  ``dims=3`` builds the same
+    block for volumes (3x3x3 convolutions).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", norm=None):
+    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", norm=None,
+                 dims: int = 2):
         pad = {"same": 1, "valid": 0}[padding]
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
+        make_norm = norm_factory(norm, dims) if norm is None or isinstance(norm, str) else norm
         layers: list[nn.Module] = []
         for i, o in ((in_channels, out_channels), (out_channels, out_channels)):
-            layers.append(nn.Conv2d(i, o, 3, padding=pad, bias=norm is None))
-            if norm == "batch":
-                layers.append(nn.BatchNorm2d(o))
+            # A norm right after the convolution removes any constant: the bias would be wasted.
+            layers.append(conv(i, o, 3, padding=pad, bias=make_norm is None))
+            if make_norm is not None:
+                layers.append(make_norm(o))
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
@@ -107,9 +132,10 @@ class ResBlock(nn.Module):
         if time_mode not in ("scale_shift", "add"):
             raise ValueError(f"time_mode must be 'scale_shift' or 'add', got {time_mode!r}")
         self.time_mode = time_mode
-        self.norm1 = group_norm(in_channels, norm_groups, f"ResBlock({in_channels}->{out_channels})")
+        where = f"ResBlock({in_channels}->{out_channels})"
+        self.norm1 = group_norm(in_channels, norm_groups, where)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels, norm_groups, f"ResBlock({in_channels}->{out_channels})")
+        self.norm2 = group_norm(out_channels, norm_groups, where)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if emb_dim is None:
@@ -117,12 +143,11 @@ class ResBlock(nn.Module):
         else:
             n = 2 * out_channels if time_mode == "scale_shift" else out_channels
             self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, n))
-        self.skip = (
-            nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        same = in_channels == out_channels
+        self.skip = nn.Identity() if same else nn.Conv2d(in_channels, out_channels, 1)
 
     def scale_shift(self, emb: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """The per-channel ``(gamma, beta)`` this block derives from ``emb`` (gamma None for "add")."""
+        """The per-channel ``(gamma, beta)`` this block derives from ``emb`` (no gamma: "add")."""
         p = self.emb_proj(emb)[:, :, None, None]
         if self.time_mode == "scale_shift":
             gamma, beta = p.chunk(2, dim=1)
@@ -148,7 +173,7 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _check_heads(channels: int, heads: int, where: str) -> None:
-    if channels % heads:
+    if heads < 1 or channels % heads:
         options = [h for h in range(1, channels + 1) if channels % h == 0 and h <= 16]
         raise ValueError(
             f"{where}: {channels} channels cannot be split into {heads} heads; use num_heads in "

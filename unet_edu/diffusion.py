@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .progress import Progress
+from .runtime import eval_mode
 
 __all__ = [
     "NoiseSchedule",
@@ -34,6 +35,8 @@ __all__ = [
     "ddpm_sample",
     "ddim_sample",
     "ddim_timesteps",
+    "ddpm_step",
+    "ddim_step",
     "Trajectory",
 ]
 
@@ -333,21 +336,19 @@ def _prepare_labels(y, n: int, device):
 def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context, generator,
                  return_trajectory, progress, desc) -> Trajectory:
     """The loop both samplers share: start from noise, and at each timestep predict the noise
-    (with guidance) and let ``update(i, step, x, eps)`` return ``(x_next, x0, eps)``."""
-    was_training = model.training
-    model.eval()
+    (with guidance) and let ``update(i, step, x, eps)`` return ``(x_next, x0)``."""
     dev = _model_device(model)
     x = _randn(shape, device=dev, generator=generator)
     y = _prepare_labels(y, shape[0], dev)
     traj = Trajectory(x=x)
     if return_trajectory:
         traj.xt.append(x.cpu())
-    try:
+    with eval_mode(model):
         bar = Progress(len(timesteps), desc, enabled=progress)
         for i, step in enumerate(timesteps):
             t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
             eps = guided_eps(model, x, t, y, guidance_scale, context)
-            x, x0, eps = update(i, step, x, eps)
+            x, x0 = update(i, step, x, eps)
             if return_trajectory:
                 traj.timesteps.append(step)
                 traj.xt.append(x.cpu())
@@ -355,10 +356,29 @@ def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context,
                 traj.eps_pred.append(eps.cpu())
             bar.update()
         bar.close()
-    finally:
-        model.train(was_training)
     traj.x = x
     return traj
+
+
+def ddpm_step(x_t, eps, a_bar: float, a_bar_prev: float, beta: float, noise=None,
+              clip_x0: bool = True):
+    """One step of ancestral sampling: ``(x_{t-1}, x0)`` from ``x_t`` and the predicted noise.
+
+    ``a_bar``, ``a_bar_prev`` and ``beta`` are ``alpha_bar_t``, ``alpha_bar_{t-1}`` (1 at the
+    first step) and ``beta_t`` as numbers; ``noise`` is standard normal noise shaped like
+    ``x_t``, or ``None`` at the last step (``t = 0``), which returns the posterior mean.
+    """
+    # x0 from the predicted noise: Ho et al. (2020), eq. 15.
+    x0 = (x_t - math.sqrt(1 - a_bar) * eps) / math.sqrt(a_bar)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)  # the data lies in [-1, 1]; early estimates overshoot
+    # Mean and variance of the posterior q(x_{t-1} | x_t, x0): Ho et al. (2020), eq. 6-7.
+    mean = (math.sqrt(a_bar_prev) * beta / (1 - a_bar)) * x0 + (
+        math.sqrt(1 - beta) * (1 - a_bar_prev) / (1 - a_bar)) * x_t
+    if noise is None:
+        return mean, x0
+    variance = beta * (1 - a_bar_prev) / (1 - a_bar)
+    return mean + math.sqrt(variance) * noise, x0
 
 
 @torch.no_grad()
@@ -367,24 +387,16 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
                 progress: bool = True) -> Trajectory:
     """Ancestral sampling (Ho et al., 2020): all ``T`` steps, fresh noise at each one.
 
-    Each step predicts ``x0`` from ``x_t`` (clipped to [-1, 1] when ``clip_x0``) and samples
-    ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
+    Each step is :func:`ddpm_step`: predict ``x0`` from ``x_t`` (clipped to [-1, 1] when
+    ``clip_x0``) and sample ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
     """
     _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddpm_sample")
     s = schedule
 
     def update(i, step, x, eps):
-        t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        x0 = s.predict_x0(x, t, eps)
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-        a_bar, a_bar_prev = s.alphas_cumprod[step].item(), s.alphas_cumprod_prev[step].item()
-        beta, alpha = s.betas[step].item(), s.alphas[step].item()
-        mean = (math.sqrt(a_bar_prev) * beta / (1 - a_bar)) * x0 + (
-            math.sqrt(alpha) * (1 - a_bar_prev) / (1 - a_bar)) * x
-        if step > 0:
-            mean = mean + math.sqrt(s.posterior_variance[step].item()) * _randn(None, like=x, generator=generator)
-        return mean, x0, eps
+        noise = _randn(None, like=x, generator=generator) if step > 0 else None
+        return ddpm_step(x, eps, s.alphas_cumprod[step].item(), s.alphas_cumprod_prev[step].item(),
+                         s.betas[step].item(), noise, clip_x0)
 
     return _run_sampler(model, shape, range(s.num_steps - 1, -1, -1), update, y=y,
                         guidance_scale=guidance_scale, context=context, generator=generator,
@@ -400,15 +412,38 @@ def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
     return sorted(set(ts), reverse=True)
 
 
+def ddim_step(x_t, eps, a_bar: float, a_bar_prev: float, eta: float = 0.0, noise=None,
+              clip_x0: bool = True):
+    """One DDIM step from ``alpha_bar = a_bar`` to ``a_bar_prev``: returns ``(x_prev, x0)``.
+
+    ``a_bar_prev`` belongs to the next timestep of the (possibly skipping) schedule, 1 after
+    the last one.  ``eta = 0`` is deterministic; ``eta > 0`` needs ``noise`` shaped like ``x_t``.
+    """
+    x0 = (x_t - math.sqrt(1 - a_bar) * eps) / math.sqrt(a_bar)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - math.sqrt(a_bar) * x0) / math.sqrt(1 - a_bar)  # keep eps consistent with x0
+    # Song et al. (2021), eq. 16: the noise level; eta = 1 gives DDPM's posterior variance.
+    sigma = eta * math.sqrt((1 - a_bar_prev) / (1 - a_bar) * (1 - a_bar / a_bar_prev))
+    # Song et al. (2021), eq. 12: predicted x0, the direction pointing to x_t, random noise.
+    x_prev = math.sqrt(a_bar_prev) * x0 + math.sqrt(max(1 - a_bar_prev - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError(f"ddim_step with eta={eta} needs noise shaped like x_t")
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
 @torch.no_grad()
 def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: float = 0.0, *, y=None,
                 guidance_scale: float = 1.0, context=None, generator=None, clip_x0: bool = True,
                 return_trajectory: bool = False, progress: bool = True) -> Trajectory:
     """DDIM sampling (Song et al., 2021) on a subset of ``steps`` timesteps.
 
-    With ``eta=0`` the update is deterministic: the same starting noise always gives the same
-    image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds DDPM-like noise; ``eta``
-    must lie in [0, 1] (values above 1 add more noise than DDPM and are refused too).
+    With ``eta=0`` the update (:func:`ddim_step`) is deterministic: the same starting noise
+    always gives the same image, and 50 steps come close to 1000-step DDPM.  ``eta=1`` adds
+    DDPM-like noise; ``eta`` must lie in [0, 1] (values above 1 add more noise than DDPM and are
+    refused too).
     """
     _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddim_sample")
     if not _is_real(eta) or not 0 <= eta <= 1:
@@ -418,17 +453,9 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
     a_bars = schedule.alphas_cumprod
 
     def update(i, step, x, eps):
-        a = a_bars[step].item()
         a_prev = a_bars[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
-        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # keep eps consistent with x0
-        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * _randn(None, like=x, generator=generator)
-        return x, x0, eps
+        noise = _randn(None, like=x, generator=generator) if eta > 0 and i + 1 < len(ts) else None
+        return ddim_step(x, eps, a_bars[step].item(), a_prev, eta, noise, clip_x0)
 
     return _run_sampler(model, shape, ts, update, y=y, guidance_scale=guidance_scale, context=context,
                         generator=generator, return_trajectory=return_trajectory, progress=progress,

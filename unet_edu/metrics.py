@@ -30,6 +30,8 @@ import torch
 from scipy import linalg
 from torch import nn
 
+from .runtime import eval_mode
+
 __all__ = ["DigitClassifier", "frechet_distance", "gaussian_frechet_distance", "classifier_features",
            "feature_statistics", "evaluate_sampler", "SamplerScore"]
 
@@ -91,14 +93,14 @@ def classifier_features(classifier: DigitClassifier, images: torch.Tensor, batch
         raise ValueError("classifier_features got 0 images; pass at least one digit")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    classifier.eval()
     dev = next(classifier.parameters()).device
     feats, preds = [], []
-    for chunk in images.split(batch_size):
-        x = ((chunk.float() - lo) / (hi - lo)).clamp(0, 1).to(dev)
-        f = classifier.features(x)
-        feats.append(f.double().cpu())
-        preds.append(classifier.head(f).argmax(1).cpu())
+    with eval_mode(classifier):
+        for chunk in images.split(batch_size):
+            x = ((chunk.float() - lo) / (hi - lo)).clamp(0, 1).to(dev)
+            f = classifier.features(x)
+            feats.append(f.double().cpu())
+            preds.append(classifier.head(f).argmax(1).cpu())
     return torch.cat(feats), torch.cat(preds)
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .runtime import eval_mode
+
 __all__ = [
     "LayerSpec",
     "layer_table",
@@ -191,13 +193,11 @@ def effective_receptive_field(model: nn.Module, x: torch.Tensor, position, *, fo
     one); averaging over the batch smooths the map.  Returns an ``(H, W)`` float tensor on the
     CPU.  The model is put in eval mode for the measurement and restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     x = x.detach().clone().requires_grad_(True)
-    out = (forward or (lambda m, inp: m(inp)))(model, x)
+    with eval_mode(model):
+        out = (forward or (lambda m, inp: m(inp)))(model, x)
     r, c = position
     (grad,) = torch.autograd.grad(out[:, :, r, c].sum(), x)
-    model.train(was_training)
     g = grad.abs().sum(dim=(0, 1)).double()
     return (g / g.sum()).float().cpu()
 

@@ -8,18 +8,21 @@ chapters stay short and behave the same on a laptop, in CI and in Colab.
 * :func:`seed_everything` seeds Python, NumPy and torch (all devices) in one call.
 * :func:`budget` says how much training to do: a small budget on the CPU (or whenever the
   environment variable ``UNET_EDU_FAST=1`` is set, as CI does), a fuller one on a GPU.
+* :func:`eval_mode` runs a block of code with a model in evaluation mode and puts the model
+  back the way it was.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "budget", "Budget", "fast_mode"]
+__all__ = ["device", "seed_everything", "budget", "Budget", "fast_mode", "eval_mode"]
 
 
 def device() -> torch.device:
@@ -90,3 +93,20 @@ def budget() -> Budget:
     if fast_mode():
         return Budget(tier="fast", steps=300, batch_size=64, device=dev)
     return Budget(tier="full", steps=4000, batch_size=128, device=dev)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """``with eval_mode(model):`` -- evaluation mode inside the block, the old mode afterwards.
+
+    Dropout and BatchNorm behave differently while training, so sampling and measuring need
+    ``model.eval()``; restoring the previous mode (also when the block raises) lets a caller
+    go on training the same model.  Gradients are not switched off: add ``torch.no_grad()``
+    where they are not needed.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -1,4 +1,4 @@
-"""Pictures: image grids, feature maps, receptive-field overlays, loss curves (matplotlib).
+"""Pictures: image grids, receptive-field overlays, loss curves (matplotlib).
 
 Every function draws into a given ``ax`` when one is passed (so chapters can compose figures)
 and otherwise makes its own figure; all return the ``Axes`` they drew on.
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
-__all__ = ["show_images", "feature_map_grid", "rf_overlay", "plot_history", "LiveLossPlot", "figure_to_png",
+__all__ = ["show_images", "rf_overlay", "plot_history", "LiveLossPlot", "figure_to_png",
            "image_to_png"]
 
 
@@ -39,29 +39,6 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     ax = _ax(ax)
     ax.imshow(grid[0] if grid.shape[0] == 1 or images.shape[1] == 1 else grid.permute(1, 2, 0),
               cmap=cmap, vmin=0, vmax=1)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title)
-    return ax
-
-
-def feature_map_grid(fmap: torch.Tensor, max_maps: int = 16, nrow: int | None = None, ax=None,
-                     title: str | None = None):
-    """Draw the channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``) side by side.
-
-    Each channel is scaled to its own range, so weak and strong channels are equally visible.
-    """
-    fmap = fmap.detach().float().cpu()
-    if fmap.dim() == 4:
-        fmap = fmap[0]
-    maps = fmap[:max_maps]
-    lo = maps.amin(dim=(1, 2), keepdim=True)
-    hi = maps.amax(dim=(1, 2), keepdim=True)
-    maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
-    nrow = nrow or int(max(1, round(len(maps) ** 0.5)))
-    grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)
-    ax = _ax(ax)
-    ax.imshow(grid[0], cmap="viridis", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)

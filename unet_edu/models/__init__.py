@@ -1,7 +1,10 @@
 """The networks of the book, from the naive baseline to the diffusion U-Net.
 
-Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict),
-so a checkpoint can record them and :func:`build_model` can rebuild the same network.
+Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict,
+recorded by :class:`~unet_edu.models.config.RecordsConfig`), so a checkpoint can record them and
+:func:`build_model` can rebuild the same network.  UNet2015, AttentionUNet and UNet3D share one
+U (:class:`~unet_edu.models.skeleton.UNetSkeleton`); every model checks its input with
+:mod:`unet_edu.models.checks` before the first layer.
 """
 
 from .diffusion_unet import DiffusionUNet
@@ -25,5 +28,6 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model", "count_parameters"]
+__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model",
+           "count_parameters"]
 __all__ += ["AttentionUNet", "UNetPlusPlus", "UNet3D"]

@@ -31,12 +31,13 @@ from ..blocks import (
     Upsample,
     group_norm,
 )
-from ..validation import check_divisible, check_image, check_timesteps
+from .checks import check_batch, check_halvings
+from .config import RecordsConfig
 
 __all__ = ["DiffusionUNet"]
 
 
-class DiffusionUNet(nn.Module):
+class DiffusionUNet(RecordsConfig, nn.Module):
     """``eps_theta(x_t, t, y, context)``: predict the noise in ``x_t``.
 
     Parameters
@@ -62,7 +63,12 @@ class DiffusionUNet(nn.Module):
     skip:
         ``"concat"`` or ``"none"`` (the decoder gets no encoder maps: the ablation).
     num_timesteps:
-        Largest timestep plus one; ``t`` outside ``[0, num_timesteps)`` is an error.
+        The number of diffusion steps the model is trained for (``t`` in ``[0,
+        num_timesteps)``); the samplers and the loss check ``t`` against it.
+
+    ``forward`` checks shapes and dtypes only; the values of ``t`` and ``y`` are checked where
+    they enter the package (:func:`~unet_edu.diffusion.diffusion_loss`, the samplers), so a
+    forward pass never waits for the GPU and compiles with ``torch.compile(fullgraph=True)``.
     """
 
     def __init__(
@@ -85,6 +91,11 @@ class DiffusionUNet(nn.Module):
     ):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
+        if not channel_mult or min(channel_mult) < 1:
+            raise ValueError(
+                f"channel_mult needs one positive multiplier per level, got {channel_mult}; "
+                f"e.g. (1, 2, 2) for three levels"
+            )
         levels = len(channel_mult)
         if attention_levels is None:
             attention_levels = (levels - 1,)
@@ -97,15 +108,14 @@ class DiffusionUNet(nn.Module):
             )
         if skip not in ("concat", "none"):
             raise ValueError(
-                f"DiffusionUNet skip must be 'concat' or 'none', got {skip!r} (UNet2015 also has 'add')"
+                f"DiffusionUNet skip must be 'concat' or 'none', got {skip!r} (UNet2015 also has "
+                f"'add')"
             )
-        self.config = dict(
-            in_channels=in_channels, out_channels=out_channels, base_channels=base_channels,
-            channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
-            attention_levels=list(attention_levels), num_heads=num_heads, dropout=dropout,
-            num_classes=num_classes, context_dim=context_dim, time_conditioning=time_conditioning,
-            skip=skip, norm_groups=norm_groups, time_mode=time_mode, num_timesteps=num_timesteps,
-        )
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(
+                f"num_classes must be at least 1, got {num_classes}; use num_classes=None for a "
+                f"model without class labels"
+            )
         self.levels = levels
         emb_dim = 4 * base_channels
         conditioned = time_conditioning or num_classes is not None
@@ -124,7 +134,8 @@ class DiffusionUNet(nn.Module):
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
         def res(cin, cout):
-            return ResBlock(cin, cout, emb_dim if conditioned else None, dropout, norm_groups, time_mode)
+            emb = emb_dim if conditioned else None
+            return ResBlock(cin, cout, emb, dropout, norm_groups, time_mode)
 
         def attn(ch):
             layers = nn.ModuleList([SelfAttention(ch, num_heads, norm_groups)])
@@ -172,7 +183,7 @@ class DiffusionUNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     # ------------------------------------------------------------------------------------------
-    def embed(self, t, y=None, batch: int | None = None) -> torch.Tensor | None:
+    def embed(self, t, y=None) -> torch.Tensor | None:
         """The conditioning vector every ResBlock receives (time and class embeddings summed)."""
         emb = None
         if self.time_embed is not None:
@@ -183,12 +194,13 @@ class DiffusionUNet(nn.Module):
         return emb
 
     def _check_inputs(self, x, t, y, context):
+        """Shapes and dtypes of every input (metadata only: no value is read from the device)."""
         cfg = self.config
-        check_image(x, cfg["in_channels"], "DiffusionUNet")
-        check_divisible(x, self.levels, "DiffusionUNet")
+        check_batch(x, cfg["in_channels"], "DiffusionUNet", 2, self.conv_in.weight.dtype)
+        check_halvings(x, self.levels, "DiffusionUNet")
         b = x.shape[0]
         if cfg["time_conditioning"]:
-            t = check_timesteps(t, b, cfg["num_timesteps"], "DiffusionUNet").to(x.device)
+            t = self._check_timesteps(t, b, x.device)
         n = cfg["num_classes"]
         if n is None and y is not None:
             raise ValueError(
@@ -199,23 +211,42 @@ class DiffusionUNet(nn.Module):
             if y is None:
                 y = torch.full((b,), n, dtype=torch.long, device=x.device)  # the null class
             y = torch.as_tensor(y, device=x.device)
+            if y.is_floating_point():
+                raise ValueError(f"DiffusionUNet: labels must be integer class ids, got {y.dtype}; "
+                                 f"use y.long()")
             if y.dim() == 0:
                 y = y.expand(b)
-            if y.shape != (b,) or y.is_floating_point():
-                raise ValueError(f"DiffusionUNet: y must be {b} integer labels, got shape {tuple(y.shape)}")
-            if y.min() < 0 or y.max() > n:
-                raise ValueError(
-                    f"DiffusionUNet: labels must lie in 0..{n - 1} (or {n} for 'no label'), got "
-                    f"{y.min().item()}..{y.max().item()}"
-                )
+            if y.shape != (b,):
+                raise ValueError(f"DiffusionUNet: y must be {b} labels, one per image, got shape "
+                                 f"{tuple(y.shape)}")
         if cfg["context_dim"] is None and context is not None:
-            raise ValueError("DiffusionUNet: got a context, but the model was built without context_dim")
+            raise ValueError(
+                "DiffusionUNet: got a context, but the model was built without context_dim"
+            )
         if cfg["context_dim"] is not None and context is None:
             raise ValueError(
                 f"DiffusionUNet: this model cross-attends to a context; pass context of shape "
                 f"({b}, N, {cfg['context_dim']})"
             )
         return t, y
+
+    @staticmethod
+    def _check_timesteps(t, batch: int, device) -> torch.Tensor:
+        """``t``: a number or one timestep per image, returned as ``batch`` floats on ``device``."""
+        if t is None:
+            raise ValueError(
+                "DiffusionUNet needs the timestep t (one value per image); build it with "
+                "time_conditioning=False for a model that ignores t"
+            )
+        t = torch.as_tensor(t, device=device)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(
+                f"DiffusionUNet: t must have shape ({batch},), one timestep per image, got shape "
+                f"{tuple(t.shape)}; use t.view(-1) or torch.full(({batch},), step)"
+            )
+        return t.float()
 
     @staticmethod
     def _attend(layers, h, context):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..validation import check_image
+from .checks import check_batch
+from .config import RecordsConfig
 
 __all__ = ["NaiveCNN"]
 
 
-class NaiveCNN(nn.Module):
+class NaiveCNN(RecordsConfig, nn.Module):
     """``depth`` 3x3 convolutions with ReLU between them, never changing resolution.
 
     This is the obvious first attempt at an image-to-image network, and chapter 1 uses it to
@@ -22,9 +23,11 @@ class NaiveCNN(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 5, out_channels=None):
         super().__init__()
         if depth < 2:
-            raise ValueError(f"NaiveCNN needs depth >= 2 (an input and an output layer), got {depth}")
+            raise ValueError(
+                f"NaiveCNN needs depth >= 2 (an input and an output layer), got {depth}"
+            )
+        self.in_channels = in_channels
         out_channels = in_channels if out_channels is None else out_channels
-        self.config = dict(in_channels=in_channels, hidden=hidden, depth=depth, out_channels=out_channels)
         widths = [in_channels] + [hidden] * (depth - 1) + [out_channels]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -34,5 +37,5 @@ class NaiveCNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        check_image(x, self.config["in_channels"], "NaiveCNN")
+        check_batch(x, self.in_channels, "NaiveCNN", 2, self.layers[0].weight.dtype)
         return self.layers(x)  # t is ignored on purpose: see chapter 1

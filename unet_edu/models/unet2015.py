@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..blocks import DoubleConv
-from ..validation import check_divisible, check_image
+from ..blocks import norm_factory
+from .checks import check_batch
+from .config import RecordsConfig
+from .skeleton import UNetSkeleton, center_crop, check_features
 
 __all__ = ["UNet2015", "center_crop"]
 
 
-def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Cut the central ``height x width`` window out of ``x`` (the paper's "copy and crop")."""
-    top = (x.shape[-2] - height) // 2
-    left = (x.shape[-1] - width) // 2
-    return x[..., top : top + height, left : left + width]
-
-
-class UNet2015(nn.Module):
+class UNet2015(RecordsConfig, UNetSkeleton):
     """Encoder, bottleneck and decoder of two-convolution blocks, joined by skip connections.
 
     ``features`` lists the channel width of each level from the top to the bottleneck, so
@@ -30,7 +24,8 @@ class UNet2015(nn.Module):
 
     ``skip`` chooses how the encoder map joins the decoder: ``"concat"`` (the paper),
     ``"add"`` (ResNet-style sum), or ``"none"`` (no skip: an hourglass auto-encoder).
-    ``norm="batch"`` adds BatchNorm after each convolution.
+    ``norm="batch"`` adds BatchNorm after each convolution.  The U itself is
+    :class:`~unet_edu.models.skeleton.UNetSkeleton`; this class adds the paper's sizes.
     """
 
     def __init__(
@@ -42,34 +37,14 @@ class UNet2015(nn.Module):
         skip: str = "concat",
         norm=None,
     ):
-        super().__init__()
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
         if skip not in ("concat", "add", "none"):
             raise ValueError(f"skip must be 'concat', 'add' or 'none', got {skip!r}")
         if norm not in (None, "batch"):
             raise ValueError(f"norm must be None or 'batch', got {norm!r}")
-        features = tuple(int(f) for f in features)
-        if len(features) < 2:
-            raise ValueError(f"UNet2015 needs at least 2 levels in features, got {features}")
-        self.config = dict(
-            in_channels=in_channels, out_channels=out_channels, features=list(features),
-            padding=padding, skip=skip, norm=norm,
-        )
-        self.levels = len(features)
-        self.down = nn.ModuleList()
-        c_prev = in_channels
-        for c in features[:-1]:
-            self.down.append(DoubleConv(c_prev, c, padding, norm))
-            c_prev = c
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = DoubleConv(features[-2], features[-1], padding, norm)
-        self.up = nn.ModuleList()
-        self.decode = nn.ModuleList()
-        for c_low, c in zip(features[::-1][:-1], features[::-1][1:]):
-            self.up.append(nn.ConvTranspose2d(c_low, c, 2, stride=2))
-            self.decode.append(DoubleConv(2 * c if skip == "concat" else c, c, padding, norm))
-        self.head = nn.Conv2d(features[0], out_channels, 1)
+        super().__init__(in_channels, out_channels, check_features(features, "UNet2015"),
+                         padding=padding, norm=norm_factory(norm), skip=skip)
 
     @classmethod
     def paper(cls, in_channels: int = 1, out_channels: int = 2) -> "UNet2015":
@@ -96,14 +71,15 @@ class UNet2015(nn.Module):
     def valid_sizes_near(self, n: int) -> tuple[int | None, int | None]:
         """The closest input sides below and above ``n`` that the network accepts."""
         below = next((m for m in range(n - 1, 0, -1) if self.output_size(m)), None)
-        above = next(m for m in range(n + 1, n + 2 ** (self.levels + 2) + 200) if self.output_size(m))
+        search = range(n + 1, n + 2 ** (self.levels + 2) + 200)
+        above = next(m for m in search if self.output_size(m))
         return below, above
 
-    def _check(self, x: torch.Tensor) -> None:
-        check_image(x, self.config["in_channels"], "UNet2015")
+    def check_input(self, x: torch.Tensor) -> None:
+        """With valid padding every block trims 4 pixels, so only some sizes fit (see above)."""
         if self.config["padding"] == "same":
-            check_divisible(x, self.levels, "UNet2015")
-            return
+            return super().check_input(x)
+        check_batch(x, self.in_channels, "UNet2015", 2, self.head.weight.dtype)
         for name, n in (("height", x.shape[-2]), ("width", x.shape[-1])):
             if self.output_size(n) is None:
                 lo, hi = self.valid_sizes_near(n)
@@ -113,43 +89,3 @@ class UNet2015(nn.Module):
                     f"pixels and every pool needs an even size; use {choices} (e.g. 572 for the "
                     f"paper's 5 levels)"
                 )
-
-    # -- forward -----------------------------------------------------------------------------
-    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every intermediate map by name, in the order they are computed.
-
-        Names: ``enc{i}`` (encoder level i), ``bottleneck``, ``up{i}`` (after the up-convolution
-        into level i), ``skip{i}`` (the encoder map as joined, cropped if needed), ``dec{i}``
-        (decoder level i), ``out``.  Level 0 is the top of the U.
-        """
-        maps: dict[str, torch.Tensor] = {}
-        self._run(x, maps)
-        return maps
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """Segment (or denoise) ``x``; ``t`` is accepted for a common interface and ignored."""
-        return self._run(x, None)
-
-    def _run(self, x: torch.Tensor, maps: dict | None) -> torch.Tensor:
-        self._check(x)
-
-        def keep(name, value):
-            if maps is not None:
-                maps[name] = value
-            return value
-
-        skips = []
-        h = x
-        for i, block in enumerate(self.down):
-            h = keep(f"enc{i}", block(h))
-            skips.append(h)
-            h = self.pool(h)
-        h = keep("bottleneck", self.bottleneck(h))
-        for j, (up, block) in enumerate(zip(self.up, self.decode)):
-            i = self.levels - 2 - j
-            h = keep(f"up{i}", up(h))
-            if self.config["skip"] != "none":
-                s = keep(f"skip{i}", center_crop(skips[i], h.shape[-2], h.shape[-1]))
-                h = torch.cat([s, h], dim=1) if self.config["skip"] == "concat" else h + s
-            h = keep(f"dec{i}", block(h))
-        return keep("out", self.head(h))

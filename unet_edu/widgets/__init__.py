@@ -2,7 +2,8 @@
 
 * ``FeatureMapExplorer`` (chapters 1-2): a layer's feature maps for a chosen model and input;
 * ``ReceptiveFieldExplorer`` (chapters 3-4): exact and effective receptive field of a pixel;
-* ``DenoisingExplorer`` (chapter 5): x_t, predicted x0 and predicted noise along a sampler.
+* ``DenoisingExplorer`` (chapter 5): x_t, predicted x0 and predicted noise along a sampler;
+* ``GateExplorer`` (chapter 6): the attention gates of an Attention U-Net on chosen images.
 
 Each explorer precomputes its frames and links its controls in the browser (see
 :mod:`unet_edu.widgets.frames`), so it works live in Jupyter and Colab (ipywidgets 7.7 and 8)
@@ -18,6 +19,7 @@ _EXPLORERS = {
     "FeatureMapExplorer": "feature_maps",
     "ReceptiveFieldExplorer": "receptive_field",
     "DenoisingExplorer": "denoising",
+    "GateExplorer": "gates",
 }
 
 

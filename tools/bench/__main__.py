@@ -1,0 +1,5 @@
+"""``python -m tools.bench``: see :mod:`tools.bench`."""
+
+from . import main
+
+main()
