@@ -40,12 +40,11 @@ def test_whole_float_steps_are_accepted():
     assert hist.steps == [1, 2]
 
 
-def test_labels_for_a_model_with_zero_classes_are_refused():
-    model = DiffusionUNet(base_channels=4, channel_mult=(1, 2), num_res_blocks=1, norm_groups=2,
-                          num_heads=1, num_classes=0, num_timesteps=10)
-    with pytest.raises(ValueError, match=r"model is unconditional \(num_classes=0\)"):
-        diffusion_loss(model, NoiseSchedule("linear", 10), torch.rand(2, 1, 8, 8),
-                       torch.tensor([0, 0]))
+def test_a_model_with_zero_classes_is_refused_with_the_fix():
+    # num_classes=0 used to build a model that silently ignored its labels.
+    with pytest.raises(ValueError, match=r"num_classes must be at least 1, got 0; use num_classes=None"):
+        DiffusionUNet(base_channels=4, channel_mult=(1, 2), num_res_blocks=1, norm_groups=2,
+                      num_heads=1, num_classes=0, num_timesteps=10)
 
 
 def test_damaged_shipped_file_is_named(tmp_path, monkeypatch):
