@@ -1,4 +1,4 @@
-"""Sphinx extension: two small fixes to the pages Jupyter Book 1.0.4 writes.
+"""Sphinx extension: three small fixes to the pages Jupyter Book 1.0.4 writes.
 
 1. Repeated ``<script>`` entries are dropped.  The thebe configuration script
    (``const THEBE_JS_URL = ...``) is added to each page twice, and the second copy throws
@@ -9,7 +9,17 @@
    Right after the page's MathJax configuration we add a ``Hub.Queue`` that forwards to
    MathJax 3's ``typesetPromise``, and keep it on whatever object is later assigned to
    ``window.MathJax`` (MathJax 3 replaces the configuration object when it loads).
+3. The widget library's icon fonts were fetched from the page's own folder.  html-manager's
+   ``embed-amd.js`` is a named RequireJS module, and it loads its font files (Font Awesome, for
+   the icons on buttons) from the folder RequireJS maps its name to: with no mapping that is
+   ``<page folder>/@jupyter-widgets/html-manager/dist/``, so every chapter with a widget asked
+   the site for six font files and got 404.  (It also reads
+   ``window.__jupyter_widgets_assets_path__``, but only after it has injected its style sheets,
+   too late for the fonts.)  Just before its script we map the module's folder to the folder
+   the script comes from, with a RequireJS ``paths`` entry.
 """
+
+import json
 
 from sphinx.builders.html._assets import _JavaScript
 
@@ -29,6 +39,26 @@ MATHJAX2_BRIDGE = """(function () {
 })();"""
 
 
+def _widget_library_folder(js) -> str | None:
+    """The folder of the html-manager ``embed-amd.js`` script ``js`` (None for other scripts)."""
+    src = str(getattr(js, "filename", None) or "").split("?")[0]
+    if "@jupyter-widgets/html-manager" in src and src.endswith("/embed-amd.js"):
+        return src.rsplit("/", 1)[0]
+    return None
+
+
+def _requirejs_paths(folder: str) -> str:
+    """A script that maps the widget library's module folder to ``folder`` for RequireJS, whether
+    RequireJS has loaded yet (``requirejs.config``) or not (a global ``require`` object is the
+    configuration RequireJS reads when it loads)."""
+    config = json.dumps({"paths": {"@jupyter-widgets/html-manager/dist": folder}})
+    return ("(function () {\n"
+            f"  var config = {config};\n"
+            "  if (window.requirejs && window.requirejs.config) { window.requirejs.config(config); }\n"
+            "  else { window.require = config; }\n"
+            "})();")
+
+
 def _key(js):
     # An inline script may come with filename None or "": treat both as the same.
     return (str(getattr(js, "filename", None) or ""), repr(sorted(getattr(js, "attributes", {}).items())))
@@ -44,6 +74,9 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
         if key in seen:
             continue
         seen.add(key)
+        folder = _widget_library_folder(js)
+        if folder is not None:
+            fixed.append(_JavaScript("", body=_requirejs_paths(folder)))
         fixed.append(js)
         body = getattr(js, "attributes", {}).get("body", "")
         if body.startswith("window.MathJax ="):
