@@ -1,4 +1,4 @@
-"""Sphinx extension: three small fixes to the pages Jupyter Book 1.0.4 writes.
+"""Sphinx extension: four small fixes to the pages Jupyter Book 1.0.4 writes.
 
 1. Repeated ``<script>`` entries are dropped.  The thebe configuration script
    (``const THEBE_JS_URL = ...``) is added to each page twice, and the second copy throws
@@ -17,10 +17,21 @@
    ``window.__jupyter_widgets_assets_path__``, but only after it has injected its style sheets,
    too late for the fonts.)  Just before its script we map the module's folder to the folder
    the script comes from, with a RequireJS ``paths`` entry.
+4. The references page labels its entries the way the text cites them.  The text cites
+   author-year ("Ronneberger et al., 2015", ``bibtex_reference_style: author_year``), but
+   pybtex's default labels in the list are alphabetic codes ("[RFB15]"), so a reader could not
+   match a citation with its entry at a glance.  The bibliography style ``book_author_year``
+   (``bibtex_default_style``) is pybtex's ``unsrt`` formatting with author-year labels, sorted
+   by author and year.
 """
 
 import json
 
+from pybtex.plugin import register_plugin
+from pybtex.richtext import Text
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearSorting
 from sphinx.builders.html._assets import _JavaScript
 
 MATHJAX2_BRIDGE = """(function () {
@@ -84,6 +95,52 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = fixed
 
 
+def _surname(person) -> str:
+    """A person's last name(s) as printed, LaTeX accents decoded: "Çiçek", "He"."""
+    return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    """Labels as the text cites: "Ho and Salimans, 2022", "Ronneberger et al., 2015"; a letter
+    after the year tells apart two entries that would otherwise share a label."""
+
+    def format_labels(self, sorted_entries):
+        labels = []
+        for entry in sorted_entries:
+            people = entry.persons.get("author") or entry.persons.get("editor") or []
+            names = [_surname(p) for p in people]
+            if len(names) > 2:
+                who = f"{names[0]} et al."
+            elif names:
+                who = " and ".join(names)
+            else:
+                who = entry.fields.get("title", entry.key)
+            labels.append(f"{who}, {entry.fields.get('year', 'n.d.')}")
+        for label in _disambiguated(labels):
+            yield label
+
+
+def _disambiguated(labels: list[str]) -> list[str]:
+    counts = {label: labels.count(label) for label in labels}
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            label += "abcdefghijklmnopqrstuvwxyz"[seen[label] - 1]
+        out.append(label)
+    return out
+
+
+class AuthorYearStyle(UnsrtStyle):
+    """pybtex's ``unsrt`` entries, with author-year labels, sorted by author, year and title."""
+
+    default_label_style = AuthorYearLabels
+    default_sorting_style = AuthorYearSorting
+
+
 def setup(app):
+    register_plugin("pybtex.style.labels", "book_author_year", AuthorYearLabels)
+    register_plugin("pybtex.style.formatting", "book_author_year", AuthorYearStyle)
     app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
