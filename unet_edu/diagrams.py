@@ -121,7 +121,7 @@ class _Tracer:
         self.nodes: list[Node] = []
         self.outputs: list[torch.Tensor] = []   # kept alive so that ids stay unique
         self.produced: dict[int, int] = {}      # id(tensor) -> node index
-        self.joins: list[tuple[str, list[tuple[int, tuple]]]] = []
+        self.joins: list[tuple[str, list[tuple[int, tuple]], int]] = []  # (mode, skips, consumer)
         self.pending: list = []
         self.level = 0
         self.path = "down"
