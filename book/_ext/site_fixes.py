@@ -15,8 +15,10 @@
    ``<page folder>/@jupyter-widgets/html-manager/dist/``, so every chapter with a widget asked
    the site for six font files and got 404.  (It also reads
    ``window.__jupyter_widgets_assets_path__``, but only after it has injected its style sheets,
-   too late for the fonts.)  Just before its script we map the module's folder to the folder
-   the script comes from, with a RequireJS ``paths`` entry.
+   too late for the fonts.)  The same holds for the other modules the script defines
+   (``@jupyter-widgets/base``, ``/controls``, ``/html-manager``), whose icon fonts were asked
+   for under ``<page folder>/@jupyter-widgets/``.  Just before the script we map each module
+   name into the folder the script comes from, with RequireJS ``paths`` entries.
 4. The references page labels its entries the way the text cites them.  The text cites
    author-year ("Ronneberger et al., 2015", ``bibtex_reference_style: author_year``), but
    pybtex's default labels in the list are alphabetic codes ("[RFB15]"), so a reader could not
@@ -62,7 +64,14 @@ def _requirejs_paths(folder: str) -> str:
     """A script that maps the widget library's module folder to ``folder`` for RequireJS, whether
     RequireJS has loaded yet (``requirejs.config``) or not (a global ``require`` object is the
     configuration RequireJS reads when it loads)."""
-    config = json.dumps({"paths": {"@jupyter-widgets/html-manager/dist": folder}})
+    # The bundle defines four named modules; each finds its fonts next to its own name.
+    paths = {
+        "@jupyter-widgets/base": f"{folder}/base",
+        "@jupyter-widgets/controls": f"{folder}/controls",
+        "@jupyter-widgets/html-manager": f"{folder}/html-manager",
+        "@jupyter-widgets/html-manager/dist": folder,
+    }
+    config = json.dumps({"paths": paths})
     return ("(function () {\n"
             f"  var config = {config};\n"
             "  if (window.requirejs && window.requirejs.config) { window.requirejs.config(config); }\n"
