@@ -1,4 +1,4 @@
-"""Sphinx extension: four small fixes to the pages Jupyter Book 1.0.4 writes.
+"""Sphinx extension: five small fixes to the pages Jupyter Book 1.0.4 writes.
 
 1. Repeated ``<script>`` entries are dropped.  The thebe configuration script
    (``const THEBE_JS_URL = ...``) is added to each page twice, and the second copy throws
@@ -25,9 +25,12 @@
    match a citation with its entry at a glance.  The bibliography style ``book_author_year``
    (``bibtex_default_style``) is pybtex's ``unsrt`` formatting with author-year labels, sorted
    by author and year.
+5. Long inline code may break anywhere (``static/site_fixes.css``): a file path or a fully
+   qualified function name in the prose made the appendix wider than a 390-pixel phone screen.
 """
 
 import json
+from pathlib import Path
 
 from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
@@ -148,7 +151,14 @@ class AuthorYearStyle(UnsrtStyle):
     default_sorting_style = AuthorYearSorting
 
 
+def _add_static(app):
+    # Added when the builder starts, so that the folder is copied with the theme's own files.
+    app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app):
+    app.connect("builder-inited", _add_static)
+    app.add_css_file("site_fixes.css")
     register_plugin("pybtex.style.labels", "book_author_year", AuthorYearLabels)
     register_plugin("pybtex.style.formatting", "book_author_year", AuthorYearStyle)
     app.connect("html-page-context", _fix_scripts, priority=900)
