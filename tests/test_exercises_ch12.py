@@ -1,22 +1,32 @@
+import pytest
+
 from unet_edu.exercises import chapter1 as c1
 from unet_edu.exercises import chapter2 as c2
 
 
-def test_chapter1_checkers(capsys):
+@pytest.fixture
+def grade(capsys):
+    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
+    def run(check, *args, **kwargs):
+        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
+        out = capsys.readouterr().out
+        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
+        return out.startswith("Correct: ")
+    return run
+
+
+def test_chapter1_checkers(grade):
     assert c1.naive_receptive_field(5) == 11
-    assert c1.check_receptive_field(5, 11) and not c1.check_receptive_field(5, 15)
-    assert c1.check_dense_decisions(224, 224, 50176) and not c1.check_dense_decisions(224, 224, 224)
-    assert c1.check_naive_parameters(64, 5, 112001)
-    assert c1.check_layers_needed(28, 14) and not c1.check_layers_needed(28, 13)
-    out = capsys.readouterr().out
-    assert "Correct" in out and "Not yet" in out
+    assert grade(c1.check_receptive_field, 5, 11) and not grade(c1.check_receptive_field, 5, 15)
+    assert grade(c1.check_dense_decisions, 224, 224, 50176) and not grade(c1.check_dense_decisions, 224, 224, 224)
+    assert grade(c1.check_naive_parameters, 64, 5, 112001)
+    assert grade(c1.check_layers_needed, 28, 14) and not grade(c1.check_layers_needed, 28, 13)
 
 
-def test_chapter2_checkers(capsys):
-    assert c2.check_output_size(572, 388) and not c2.check_output_size(572, 572)
-    assert c2.check_output_size(570, None)
-    assert c2.check_concat_channels((64, 128, 256, 512, 1024), 0, 128)
-    assert c2.check_concat_channels((64, 128, 256, 512, 1024), 3, 1024)
-    assert c2.check_parameter_count((64, 128, 256, 512, 1024), "concat", 31_030_658)
-    assert c2.check_valid_input(570, 572) and c2.check_valid_input(572, 572)
-    assert "Correct" in capsys.readouterr().out
+def test_chapter2_checkers(grade):
+    assert grade(c2.check_output_size, 572, 388) and not grade(c2.check_output_size, 572, 572)
+    assert grade(c2.check_output_size, 570, None)
+    assert grade(c2.check_concat_channels, (64, 128, 256, 512, 1024), 0, 128)
+    assert grade(c2.check_concat_channels, (64, 128, 256, 512, 1024), 3, 1024)
+    assert grade(c2.check_parameter_count, (64, 128, 256, 512, 1024), "concat", 31_030_658)
+    assert grade(c2.check_valid_input, 570, 572) and grade(c2.check_valid_input, 572, 572)

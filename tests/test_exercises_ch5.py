@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +12,17 @@ from unet_edu.diffusion import ddim_timesteps
 from unet_edu.exercises.chapter5 import (attends_over_positions, attention_weights, check_attention_entries,
                                          check_attention_forward, check_ddim_timesteps, check_resblock_params,
                                          reference_self_attention)
+
+
+@pytest.fixture
+def grade(capsys):
+    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
+    def run(check, *args, **kwargs):
+        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
+        out = capsys.readouterr().out
+        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
+        return out.startswith("Correct: ")
+    return run
 
 
 def channel_attention(layer, x):
@@ -45,21 +58,19 @@ def test_attention_weights_are_over_positions():
     assert torch.allclose(a.sum(-1), torch.ones(3, 2, 12))
 
 
-def test_checkers(capsys):
-    assert check_resblock_params(16, 32, 64, 16 * 2 + 16 * 9 * 32 + 32 + 32 * 2 + 32 * 9 * 32 + 32
+def test_checkers(grade):
+    assert grade(check_resblock_params, 16, 32, 64, 16 * 2 + 16 * 9 * 32 + 32 + 32 * 2 + 32 * 9 * 32 + 32
                                  + 64 * 64 + 64 + 16 * 32 + 32)
-    assert not check_resblock_params(16, 32, 64, 1)
-    assert check_attention_entries(7, 7, 4, 4 * 49 * 49)
-    assert not check_attention_entries(7, 7, 4, 49 * 49)
-    assert check_ddim_timesteps(4, ddim_timesteps(1000, 4))
-    assert check_ddim_timesteps(4, [999, 666, 333, 0])
-    assert not check_ddim_timesteps(4, [1000, 750, 500, 250])
-    assert check_attention_forward(package_forward)
-    assert not check_attention_forward(channel_attention)
-    assert not check_attention_forward(lambda layer, x: x.mean(1))
-    assert not check_attention_forward(lambda layer, x: 1 / 0)
-    out = capsys.readouterr().out
-    assert out.count("Correct") == 5 and out.count("Not yet") == 6
+    assert not grade(check_resblock_params, 16, 32, 64, 1)
+    assert grade(check_attention_entries, 7, 7, 4, 4 * 49 * 49)
+    assert not grade(check_attention_entries, 7, 7, 4, 49 * 49)
+    assert grade(check_ddim_timesteps, 4, ddim_timesteps(1000, 4))
+    assert grade(check_ddim_timesteps, 4, [999, 666, 333, 0])
+    assert not grade(check_ddim_timesteps, 4, [1000, 750, 500, 250])
+    assert grade(check_attention_forward, package_forward)
+    assert not grade(check_attention_forward, channel_attention)
+    assert not grade(check_attention_forward, lambda layer, x: x.mean(1))
+    assert not grade(check_attention_forward, lambda layer, x: 1 / 0)
 
 
 def test_sdpa_layout_used_by_the_package():

@@ -1,5 +1,6 @@
 """Chapter 6 measuring tools and checkers."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -9,6 +10,17 @@ from unet_edu.exercises.chapter6 import (
     check_unetpp_nodes, check_volume_memory_ratio, count_flops,
 )
 from unet_edu.models import UNet3D
+
+
+@pytest.fixture
+def grade(capsys):
+    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
+    def run(check, *args, **kwargs):
+        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
+        out = capsys.readouterr().out
+        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
+        return out.startswith("Correct: ")
+    return run
 
 
 def test_count_flops_matches_hand_count_and_works_on_meta():
@@ -39,13 +51,11 @@ def test_attention_matrix_bytes():
     assert attention_matrix_bytes(16, heads=4) == 4 * 256 * 256 * 4
 
 
-def test_checkers_accept_right_and_reject_wrong(capsys):
-    assert check_gate_parameters(32 * 16 + 64 * 16 + 16 + 16 + 1)
-    assert not check_gate_parameters(1000)
-    assert check_unetpp_nodes(15, levels=5) and check_unetpp_nodes(6, levels=5, depth=2)
-    assert not check_unetpp_nodes(10, levels=5)
-    assert check_attention_memory(256.0, side=64, heads=4)
-    assert not check_attention_memory(64.0, side=64, heads=4)
-    assert check_volume_memory_ratio(8) and not check_volume_memory_ratio(4)
-    out = capsys.readouterr().out
-    assert out.count("Correct:") == 5 and out.count("Not yet:") == 4
+def test_checkers_accept_right_and_reject_wrong(grade):
+    assert grade(check_gate_parameters, 32 * 16 + 64 * 16 + 16 + 16 + 1)
+    assert not grade(check_gate_parameters, 1000)
+    assert grade(check_unetpp_nodes, 15, levels=5) and grade(check_unetpp_nodes, 6, levels=5, depth=2)
+    assert not grade(check_unetpp_nodes, 10, levels=5)
+    assert grade(check_attention_memory, 256.0, side=64, heads=4)
+    assert not grade(check_attention_memory, 64.0, side=64, heads=4)
+    assert grade(check_volume_memory_ratio, 8) and not grade(check_volume_memory_ratio, 4)

@@ -16,7 +16,7 @@ __all__ = ["show_images", "rf_overlay", "plot_history", "LiveLossPlot", "figure_
            "image_to_png"]
 
 
-def _ax(ax, figsize=(6, 6)):
+def _ax(ax, figsize=(7, 7)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     return ax
@@ -36,7 +36,9 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     else:
         images = (images - images.min()) / (images.max() - images.min() + 1e-8)
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
-    ax = _ax(ax)
+    # On its own figure, the grid fills the page's column (7.5 inches) at its own aspect ratio.
+    height = min(7.5, 7.5 * grid.shape[1] / grid.shape[2] + (0.4 if title else 0.0))
+    ax = _ax(ax, figsize=(7.5, max(height, 1.0)))
     ax.imshow(grid[0] if grid.shape[0] == 1 or images.shape[1] == 1 else grid.permute(1, 2, 0),
               cmap=cmap, vmin=0, vmax=1)
     ax.set_axis_off()
@@ -53,7 +55,7 @@ def rf_overlay(image: torch.Tensor, mask: torch.Tensor | None = None, heatmap: t
     is shown in semi-transparent colour, and ``position`` ``(row, col)`` marks the pixel.
     """
     image = image.detach().float().cpu().squeeze()
-    ax = _ax(ax)
+    ax = _ax(ax, figsize=(5, 5))  # one square image: narrower than the column, or it is too tall
     ax.imshow(image, cmap="gray")
     if heatmap is not None:
         h = heatmap.detach().float().cpu()
@@ -70,7 +72,7 @@ def rf_overlay(image: torch.Tensor, mask: torch.Tensor | None = None, heatmap: t
 
 def plot_history(history, ax=None, label: str | None = None, window: int = 25, logy: bool = True):
     """Loss curve of a :class:`~unet_edu.train.History`: raw (faint) and smoothed."""
-    ax = _ax(ax, figsize=(6, 3.5))
+    ax = _ax(ax, figsize=(7.5, 3.5))
     line = ax.plot(history.steps, history.losses, alpha=0.25)[0]
     ax.plot(history.steps, history.smoothed(window), color=line.get_color(), label=label)
     ax.set_xlabel("step")
@@ -92,7 +94,7 @@ class LiveLossPlot:
     """
 
     def __init__(self, every: int = 50, total: int | None = None, window: int = 25,
-                 title: str = "training loss", figsize=(6, 3)):
+                 title: str = "training loss", figsize=(7.5, 3)):
         if every < 1:
             raise ValueError(f"every must be at least 1 step, got {every}")
         from .train import History

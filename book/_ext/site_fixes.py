@@ -1,4 +1,4 @@
-"""Sphinx extension: two small fixes to the pages Jupyter Book 1.0.4 writes.
+"""Sphinx extension: five small fixes to the pages Jupyter Book 1.0.4 writes.
 
 1. Repeated ``<script>`` entries are dropped.  The thebe configuration script
    (``const THEBE_JS_URL = ...``) is added to each page twice, and the second copy throws
@@ -9,8 +9,34 @@
    Right after the page's MathJax configuration we add a ``Hub.Queue`` that forwards to
    MathJax 3's ``typesetPromise``, and keep it on whatever object is later assigned to
    ``window.MathJax`` (MathJax 3 replaces the configuration object when it loads).
+3. The widget library's icon fonts were fetched from the page's own folder.  html-manager's
+   ``embed-amd.js`` is a named RequireJS module, and it loads its font files (Font Awesome, for
+   the icons on buttons) from the folder RequireJS maps its name to: with no mapping that is
+   ``<page folder>/@jupyter-widgets/html-manager/dist/``, so every chapter with a widget asked
+   the site for six font files and got 404.  (It also reads
+   ``window.__jupyter_widgets_assets_path__``, but only after it has injected its style sheets,
+   too late for the fonts.)  The same holds for the other modules the script defines
+   (``@jupyter-widgets/base``, ``/controls``, ``/html-manager``), whose icon fonts were asked
+   for under ``<page folder>/@jupyter-widgets/``.  Just before the script we map each module
+   name into the folder the script comes from, with RequireJS ``paths`` entries.
+4. The references page labels its entries the way the text cites them.  The text cites
+   author-year ("Ronneberger et al., 2015", ``bibtex_reference_style: author_year``), but
+   pybtex's default labels in the list are alphabetic codes ("[RFB15]"), so a reader could not
+   match a citation with its entry at a glance.  The bibliography style ``book_author_year``
+   (``bibtex_default_style``) is pybtex's ``unsrt`` formatting with author-year labels, sorted
+   by author and year.
+5. Long inline code may break anywhere (``static/site_fixes.css``): a file path or a fully
+   qualified function name in the prose made the appendix wider than a 390-pixel phone screen.
 """
 
+import json
+from pathlib import Path
+
+from pybtex.plugin import register_plugin
+from pybtex.richtext import Text
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearSorting
 from sphinx.builders.html._assets import _JavaScript
 
 MATHJAX2_BRIDGE = """(function () {
@@ -29,6 +55,33 @@ MATHJAX2_BRIDGE = """(function () {
 })();"""
 
 
+def _widget_library_folder(js) -> str | None:
+    """The folder of the html-manager ``embed-amd.js`` script ``js`` (None for other scripts)."""
+    src = str(getattr(js, "filename", None) or "").split("?")[0]
+    if "@jupyter-widgets/html-manager" in src and src.endswith("/embed-amd.js"):
+        return src.rsplit("/", 1)[0]
+    return None
+
+
+def _requirejs_paths(folder: str) -> str:
+    """A script that maps the widget library's module folder to ``folder`` for RequireJS, whether
+    RequireJS has loaded yet (``requirejs.config``) or not (a global ``require`` object is the
+    configuration RequireJS reads when it loads)."""
+    # The bundle defines four named modules; each finds its fonts next to its own name.
+    paths = {
+        "@jupyter-widgets/base": f"{folder}/base",
+        "@jupyter-widgets/controls": f"{folder}/controls",
+        "@jupyter-widgets/html-manager": f"{folder}/html-manager",
+        "@jupyter-widgets/html-manager/dist": folder,
+    }
+    config = json.dumps({"paths": paths})
+    return ("(function () {\n"
+            f"  var config = {config};\n"
+            "  if (window.requirejs && window.requirejs.config) { window.requirejs.config(config); }\n"
+            "  else { window.require = config; }\n"
+            "})();")
+
+
 def _key(js):
     # An inline script may come with filename None or "": treat both as the same.
     return (str(getattr(js, "filename", None) or ""), repr(sorted(getattr(js, "attributes", {}).items())))
@@ -44,6 +97,9 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
         if key in seen:
             continue
         seen.add(key)
+        folder = _widget_library_folder(js)
+        if folder is not None:
+            fixed.append(_JavaScript("", body=_requirejs_paths(folder)))
         fixed.append(js)
         body = getattr(js, "attributes", {}).get("body", "")
         if body.startswith("window.MathJax ="):
@@ -51,6 +107,59 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = fixed
 
 
+def _surname(person) -> str:
+    """A person's last name(s) as printed, LaTeX accents decoded: "Çiçek", "He"."""
+    return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    """Labels as the text cites: "Ho and Salimans, 2022", "Ronneberger et al., 2015"; a letter
+    after the year tells apart two entries that would otherwise share a label."""
+
+    def format_labels(self, sorted_entries):
+        labels = []
+        for entry in sorted_entries:
+            people = entry.persons.get("author") or entry.persons.get("editor") or []
+            names = [_surname(p) for p in people]
+            if len(names) > 2:
+                who = f"{names[0]} et al."
+            elif names:
+                who = " and ".join(names)
+            else:
+                who = entry.fields.get("title", entry.key)
+            labels.append(f"{who}, {entry.fields.get('year', 'n.d.')}")
+        for label in _disambiguated(labels):
+            yield label
+
+
+def _disambiguated(labels: list[str]) -> list[str]:
+    counts = {label: labels.count(label) for label in labels}
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            label += "abcdefghijklmnopqrstuvwxyz"[seen[label] - 1]
+        out.append(label)
+    return out
+
+
+class AuthorYearStyle(UnsrtStyle):
+    """pybtex's ``unsrt`` entries, with author-year labels, sorted by author, year and title."""
+
+    default_label_style = AuthorYearLabels
+    default_sorting_style = AuthorYearSorting
+
+
+def _add_static(app):
+    # Added when the builder starts, so that the folder is copied with the theme's own files.
+    app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app):
+    app.connect("builder-inited", _add_static)
+    app.add_css_file("site_fixes.css")
+    register_plugin("pybtex.style.labels", "book_author_year", AuthorYearLabels)
+    register_plugin("pybtex.style.formatting", "book_author_year", AuthorYearStyle)
     app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

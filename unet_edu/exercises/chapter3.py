@@ -1,7 +1,7 @@
 """Chapter 3 — the receptive field.  Checkers for the exercises.
 
 Each checker computes the right answer with the package (never a stored number), compares it
-with yours, prints a verdict and returns True or False.
+with yours, and prints a verdict (it returns None).
 """
 
 from __future__ import annotations
@@ -41,26 +41,26 @@ def unet_deepest_path(levels: int, convs_per_block: int = 2) -> list[LayerSpec]:
     return path
 
 
-def check_rf(kernel_sizes, strides, answer: int) -> bool:
+def check_rf(kernel_sizes, strides, answer: int) -> None:
     """Your receptive field for a chain with these kernel sizes and strides."""
     right = chain_rf(kernel_sizes, strides)
-    return verdict(int(answer) == right, f"the chain sees {right} x {right} input pixels.",
-                   "walk the chain: each layer adds (kernel - 1) times the current jump, then the "
-                   "jump is multiplied by the stride. Start from rf = 1, jump = 1.")
+    verdict(int(answer) == right, f"the chain sees {right} x {right} input pixels.",
+            "walk the chain: each layer adds (kernel - 1) times the current jump, then the "
+            "jump is multiplied by the stride. Start from rf = 1, jump = 1.")
 
 
-def check_dilated_rf(dilations, answer: int, kernel: int = 3) -> bool:
+def check_dilated_rf(dilations, answer: int, kernel: int = 3) -> None:
     """Your receptive field for a stack of ``kernel`` x ``kernel`` convolutions with these dilations."""
     right = chain_rf([kernel] * len(dilations), dilations=dilations)
-    return verdict(int(answer) == right, f"the dilated stack sees {right} x {right} pixels.",
-                   "a dilated kernel spans dilation * (kernel - 1) + 1 pixels, so each layer adds "
-                   "dilation * (kernel - 1).")
+    verdict(int(answer) == right, f"the dilated stack sees {right} x {right} pixels.",
+            "a dilated kernel spans dilation * (kernel - 1) + 1 pixels, so each layer adds "
+            "dilation * (kernel - 1).")
 
 
-def check_unet_path_rf(levels: int, answer: int) -> bool:
+def check_unet_path_rf(levels: int, answer: int) -> None:
     """Your receptive field along the deepest path of a ``levels``-level U-Net (3x3 convs,
     2x2 pools, 2x2 transposed convolutions)."""
     right = layer_table(unet_deepest_path(levels))[-1]["rf"]
-    return verdict(int(answer) == right, f"the deepest path of a {levels}-level U-Net sees {right} pixels.",
-                   "use layer_table(unet_deepest_path(levels)); on the way up a 2x2, stride-2 "
-                   "transposed convolution adds nothing but halves the jump.")
+    verdict(int(answer) == right, f"the deepest path of a {levels}-level U-Net sees {right} pixels.",
+            "use layer_table(unet_deepest_path(levels)); on the way up a 2x2, stride-2 "
+            "transposed convolution adds nothing but halves the jump.")

@@ -71,11 +71,11 @@ def attends_over_positions(forward, layer: SelfAttention, x: torch.Tensor, atol:
 # Exercise checkers
 # --------------------------------------------------------------------------------------------
 def check_resblock_params(in_channels: int, out_channels: int, emb_dim: int, answer: int,
-                          norm_groups: int = 8) -> bool:
+                          norm_groups: int = 8) -> None:
     """How many parameters has ``ResBlock(in_channels, out_channels, emb_dim)`` (scale-shift)?"""
     block = ResBlock(in_channels, out_channels, emb_dim, norm_groups=norm_groups)
     right = sum(p.numel() for p in block.parameters())
-    return verdict(
+    verdict(
         int(answer) == right,
         f"ResBlock({in_channels}->{out_channels}, emb {emb_dim}) has {right:,} parameters.",
         "count two 3x3 convolutions (with biases), two GroupNorms (a scale and a shift per channel), "
@@ -84,27 +84,27 @@ def check_resblock_params(in_channels: int, out_channels: int, emb_dim: int, ans
     )
 
 
-def check_attention_entries(height: int, width: int, num_heads: int, answer: int, channels: int = 32) -> bool:
+def check_attention_entries(height: int, width: int, num_heads: int, answer: int, channels: int = 32) -> None:
     """How many numbers has the attention matrix of one image at ``height x width`` (all heads)?"""
     layer = SelfAttention(channels, num_heads, norm_groups=8)
     right = attention_weights(layer, torch.randn(1, channels, height, width)).numel()
-    return verdict(
+    verdict(
         int(answer) == right,
         f"{num_heads} heads x ({height * width} x {height * width}) = {right:,} attention weights per image.",
         "every pixel attends to every pixel, in each head: the matrix is (H*W) x (H*W) per head.",
     )
 
 
-def check_ddim_timesteps(steps: int, answer, num_steps: int = 1000) -> bool:
+def check_ddim_timesteps(steps: int, answer, num_steps: int = 1000) -> None:
     """Which timesteps does DDIM with ``steps`` steps visit (largest first)?"""
     right = ddim_timesteps(num_steps, steps)
     ok = [int(a) for a in answer] == right
-    return verdict(ok, f"DDIM-{steps} visits {right}.",
-                   f"spread {steps} points evenly over 0..{num_steps - 1}, round them, and list them from "
-                   "the largest down.")
+    verdict(ok, f"DDIM-{steps} visits {right}.",
+            f"spread {steps} points evenly over 0..{num_steps - 1}, round them, and list them from "
+            "the largest down.")
 
 
-def check_attention_forward(forward) -> bool:
+def check_attention_forward(forward) -> None:
     """Does ``forward(layer, x)`` compute a SelfAttention layer's output, attending over pixels?"""
     torch.manual_seed(0)
     layer = SelfAttention(16, num_heads=2, norm_groups=4)
@@ -112,10 +112,13 @@ def check_attention_forward(forward) -> bool:
     try:
         out = forward(layer, x)
     except Exception as err:  # the learner's code failed: say how
-        return verdict(False, "", f"your function raised {type(err).__name__}: {err}")
+        verdict(False, "", f"your function raised {type(err).__name__}: {err}")
+        return
     if tuple(out.shape) != tuple(x.shape):
-        return verdict(False, "", f"the output must have the input's shape {tuple(x.shape)}, got {tuple(out.shape)}")
-    return verdict(
+        verdict(False, "", f"the output must have the input's shape {tuple(x.shape)}, "
+                f"got {tuple(out.shape)}")
+        return
+    verdict(
         attends_over_positions(forward, layer, x),
         "your layer matches the pixel-by-pixel reference: it attends over positions.",
         "right shape, wrong numbers. Lay the tokens out as (B, heads, H*W, head_dim) so that q @ k^T is "

@@ -72,12 +72,12 @@ def attention_matrix_bytes(side: int, heads: int = 4, batch: int = 1, bytes_per_
 
 
 def check_gate_parameters(answer: int, skip_channels: int = 32, gate_channels: int = 64,
-                          inter_channels: int | None = None) -> bool:
+                          inter_channels: int | None = None) -> None:
     """How many parameters has an :class:`~unet_edu.blocks.AttentionGate` of these sizes?"""
     gate = AttentionGate(skip_channels, gate_channels, inter_channels)
     right = count_parameters(gate)
     inter = gate.w_x.out_channels
-    return verdict(
+    verdict(
         int(answer) == right,
         f"{right:,} parameters: W_x {skip_channels}x{inter} (no bias), W_g {gate_channels}x{inter} "
         f"+ {inter} biases, psi {inter} + 1.",
@@ -86,24 +86,24 @@ def check_gate_parameters(answer: int, skip_channels: int = 32, gate_channels: i
     )
 
 
-def check_unetpp_nodes(answer: int, levels: int = 5, depth: int | None = None) -> bool:
+def check_unetpp_nodes(answer: int, levels: int = 5, depth: int | None = None) -> None:
     """How many nodes X[i, j] does a U-Net++ with ``levels`` levels compute when pruned to ``depth``?"""
     depth = levels - 1 if depth is None else depth
     model = UNetPlusPlus(features=[2] * levels).to("meta")
     x = torch.empty(1, 1, 2**depth, 2**depth, device="meta")
     right = len(model.node_outputs(x, depth))
-    return verdict(
+    verdict(
         int(answer) == right,
         f"{right} nodes: the triangle i + j <= {depth} holds {depth + 1} + {depth} + ... + 1 of them.",
         f"list the nodes X[i, j] with i + j <= {depth} (row i, column j, both from 0) and count them.",
     )
 
 
-def check_attention_memory(answer_mib: float, side: int = 64, heads: int = 4, batch: int = 1) -> bool:
+def check_attention_memory(answer_mib: float, side: int = 64, heads: int = 4, batch: int = 1) -> None:
     """How many MiB does the float32 attention matrix of one self-attention layer take at ``side x side``?"""
     right = attention_matrix_bytes(side, heads, batch) / 2**20
     ok = abs(float(answer_mib) - right) <= 0.01 * right
-    return verdict(
+    verdict(
         ok,
         f"{right:,.0f} MiB: {heads} heads x ({side}x{side})^2 weights x 4 bytes"
         + (f" x {batch} images." if batch > 1 else "."),
@@ -112,7 +112,7 @@ def check_attention_memory(answer_mib: float, side: int = 64, heads: int = 4, ba
     )
 
 
-def check_volume_memory_ratio(answer: float, model=None, side: int = 8) -> bool:
+def check_volume_memory_ratio(answer: float, model=None, side: int = 8) -> None:
     """By what factor does activation memory grow when a volume's side doubles from ``side``?"""
     if model is None:
         from ..models import UNet3D
@@ -123,7 +123,7 @@ def check_volume_memory_ratio(answer: float, model=None, side: int = 8) -> bool:
     small = activation_bytes(model, torch.randn(1, c, side, side, side))
     big = activation_bytes(model, torch.randn(1, c, 2 * side, 2 * side, 2 * side))
     right = big / small
-    return verdict(
+    verdict(
         abs(float(answer) - right) <= 0.05 * right,
         f"the measured factor is {right:.2f}: every activation holds side^3 voxels, so doubling "
         f"the side multiplies it by 2^3.",
