@@ -52,9 +52,6 @@ RENAMES = {"require.min.js": "require.js"}
 pytestmark = pytest.mark.browser
 
 PAGE_BUDGET = 1_500_000  # bytes of a page's own HTML (figures and widget frames are inside it)
-# Every page of a Jupyter Book 1.0.4 build declares this twice (its thebe settings); nothing a
-# reader sees depends on it.  Exactly this message is tolerated, no other.
-TOLERATED_PAGE_ERRORS = {"Identifier 'THEBE_JS_URL' has already been declared"}
 PHONE = {"width": 390, "height": 844}
 
 
@@ -335,7 +332,6 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
     assert out == [], f"{page_file} at 390 px: elements past the right edge: {out}"
 
     page.close()
-    errors = [e for e in errors if e.removeprefix("page error: ") not in TOLERATED_PAGE_ERRORS]
     assert errors == [], f"JavaScript errors on {page_file}: {errors}"
     assert failed == [] and blocked == [], (
         f"failed requests on {page_file}: {failed}; requests to servers the page should not need: {blocked}")

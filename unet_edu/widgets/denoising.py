@@ -35,7 +35,7 @@ __all__ = ["DenoisingExplorer", "Frame", "denoising_trajectory", "select_frames"
 
 STEP_COUNTS = (10, 20, 50)
 GUIDANCE_SCALES = (0.0, 1.0, 3.0)
-GAP = 2  # pixels between the three pictures of a strip
+GAP = 1  # pixel between the three pictures of a strip (8 on the page, enlarged)
 LEVELS = 8  # grey levels per picture: noise does not compress, 8 levels take half the bytes of 256
 CSS_CLASS = "unet-edu-denoise"
 
@@ -210,8 +210,9 @@ class DenoisingExplorer(W.VBox):
     def _build_view(self) -> W.Widget:
         # Nested stacks, one level per control: guidance > steps > frame > class.  The class
         # is the innermost level because it has the most values: fewer stacks in the page.
-        shared = W.Layout()  # one layout model for all pictures and stacks: a smaller page
-        box = W.Layout(width="100%")
+        # One layout model for all pictures, one for all stacks: a smaller page.  Stacks span
+        # the column, so that a picture's box can take its width.
+        shared, box = W.Layout(), W.Layout(width="100%")
         by_scale = []
         for scale in self.guidance_scales:
             by_steps = []
@@ -220,9 +221,9 @@ class DenoisingExplorer(W.VBox):
                 for k in range(len(self.pngs[(self.labels[0], scale, steps)])):
                     pictures = [frame_image(self.pngs[(c, scale, steps)][k], CSS_CLASS, shared)
                                 for c in self.labels]
-                    by_frame.append(linked_stack(pictures, self.label, "index", shared))
-                by_steps.append(linked_stack(by_frame, self.step, "value", shared))
-            by_scale.append(linked_stack(by_steps, self.steps, "index", shared))
+                    by_frame.append(linked_stack(pictures, self.label, "index", box))
+                by_steps.append(linked_stack(by_frame, self.step, "value", box))
+            by_scale.append(linked_stack(by_steps, self.steps, "index", box))
         return linked_stack(by_scale, self.guidance, "index", box)
 
     def _build_captions(self) -> W.Widget:

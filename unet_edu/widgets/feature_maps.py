@@ -259,7 +259,8 @@ class FeatureMapExplorer:
         image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0], description="input",
                               layout=wide)
         lo, hi = float(self.images.min()), float(self.images.max())
-        shared = W.Layout()  # one layout for every picture and stack: a smaller saved page
+        shared = W.Layout()  # one layout for every picture: a smaller saved page
+        fill = W.Layout(width="100%")  # one for every stack: it spans the column
         inputs = [frame_image(compact_png(img[0], (lo, hi)), "unet-edu-fm-input", shared)
                   for img in self.images]
         input_view = linked_stack(inputs, image_dd, "index", W.Layout(width="100%"))
@@ -289,11 +290,12 @@ class FeatureMapExplorer:
                 )
                 imgs = [frame_image(self.frames[(mname, i, lname)].png, "unet-edu-fm-frame", shared)
                         for i in range(len(self.images))]
-                per_layer.append(W.VBox([info, linked_stack(imgs, image_dd, "index", shared)],
-                                        layout=W.Layout(width="100%")))
-            pages.append(W.VBox([layer_dd, linked_stack(per_layer, layer_dd, "index", shared)],
-                                layout=W.Layout(width="100%")))
-        body = linked_stack(pages, model_dd, "index", W.Layout(width="100%", max_width=f"{BOX_WIDTH}px"))
+                per_layer.append(W.VBox([info, linked_stack(imgs, image_dd, "index", fill)], layout=fill))
+            pages.append(W.VBox([layer_dd, linked_stack(per_layer, layer_dd, "index", fill)],
+                                layout=fill))
+        # Beside the input where the column is wide enough, below it on a phone.
+        body = linked_stack(pages, model_dd, "index",
+                            W.Layout(flex="1 1 300px", min_width="0", max_width=f"{BOX_WIDTH}px"))
         row = W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%")
         return W.VBox([model_dd, image_dd, W.HBox([input_view, body], layout=row),
                        frame_style("unet-edu-fm-frame", BOX_WIDTH, box_height),

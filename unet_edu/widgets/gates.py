@@ -20,6 +20,8 @@ from .frames import frame_image, frame_style, linked_stack
 __all__ = ["gate_maps_for", "gate_frames", "gate_panels", "GateExplorer"]
 
 GAP = 2  # white pixels between panels
+COLUMNS = 3  # panels per row: three fill the column at over twice the first edition's size
+BOX_WIDTH = 660  # CSS pixels of a frame's box (about 220 per panel; 100 in the first edition)
 
 
 @torch.no_grad()
@@ -59,10 +61,10 @@ def gate_panels(masks_given: bool, maps) -> list[str]:
 
 
 def gate_frames(model, images: torch.Tensor, masks: torch.Tensor | None = None) -> list[bytes]:
-    """One small PNG per image: input, (truth,) prediction and every gate map in a row.
+    """One small PNG per image: input, (truth,) prediction and every gate map, three a row.
 
     Panels are drawn at the input's resolution (gate maps of lower levels enlarged without
-    smoothing), two white pixels apart; the page enlarges the whole strip.
+    smoothing), two white pixels apart; the page enlarges the whole picture.
     """
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty batch (N, C, H, W), got shape "
@@ -71,7 +73,6 @@ def gate_frames(model, images: torch.Tensor, masks: torch.Tensor | None = None) 
         raise ValueError(f"{len(masks)} masks for {len(images)} images: pass one mask per image")
     pred, maps = gate_maps_for(model, images)
     size = tuple(images.shape[-2:])
-    gap = torch.ones(size[0], GAP, 3)
     frames = []
     for k in range(len(images)):
         panels = [_panel_rgb(images[k, 0], "gray", None, size)]
@@ -79,12 +80,27 @@ def gate_frames(model, images: torch.Tensor, masks: torch.Tensor | None = None) 
             panels.append(_panel_rgb(masks[k], "gray", (0, 1), size))
         panels.append(_panel_rgb(pred[k], "gray", (0, 1), size))
         panels += [_panel_rgb(m[k], "magma", (0, 1), size) for m in maps]
-        strip = torch.cat([p for panel in panels for p in (panel, gap)][:-1], dim=1)
+        strip = _tile(panels, COLUMNS)
         buf = io.BytesIO()
         Image.fromarray((strip * 255).round().to(torch.uint8).numpy(), mode="RGB").save(
             buf, format="png", optimize=True)
         frames.append(buf.getvalue())
     return frames
+
+
+def _tile(panels: list[torch.Tensor], columns: int) -> torch.Tensor:
+    """Panels ``(H, W, 3)`` in rows of ``columns``, ``GAP`` white pixels apart (white fills
+    the last row)."""
+    h, w, _ = panels[0].shape
+    blank = torch.ones(h, w, 3)
+    rows = []
+    for i in range(0, len(panels), columns):
+        row = panels[i:i + columns]
+        row = row + [blank] * (columns - len(row))
+        gap = torch.ones(h, GAP, 3)
+        rows.append(torch.cat([p for panel in row for p in (panel, gap)][:-1], dim=1))
+    gap = torch.ones(GAP, rows[0].shape[1], 3)
+    return torch.cat([p for row in rows for p in (row, gap)][:-1], dim=0)
 
 
 def GateExplorer(model, images: torch.Tensor, masks: torch.Tensor | None = None) -> W.Widget:
@@ -97,12 +113,11 @@ def GateExplorer(model, images: torch.Tensor, masks: torch.Tensor | None = None)
     stack = linked_stack([frame_image(f, "unet-edu-gate-frame", shared) for f in frames], slider,
                          layout=W.Layout(width="100%"))
     h, w = images.shape[-2:]
-    n = len(titles)
-    strip_w = n * w + (n - 1) * GAP
-    # About 110 CSS pixels per panel: twice the first edition's, and it still fits the column.
-    scale = max(1, round(110 * n / strip_w))
-    header = W.HTML(" &nbsp;|&nbsp; ".join(titles))
+    rows = -(-len(titles) // COLUMNS)
+    strip_w, strip_h = COLUMNS * w + (COLUMNS - 1) * GAP, rows * h + (rows - 1) * GAP
+    lines = [" &nbsp;|&nbsp; ".join(titles[i:i + COLUMNS]) for i in range(0, len(titles), COLUMNS)]
+    header = W.HTML("<br>".join(f"row {r + 1}: {line}" for r, line in enumerate(lines)))
     note = W.HTML("<small>Bright: the gate lets the encoder's features through; dark: it "
                   "blocks them. Frames are precomputed, so the slider also works without a kernel.</small>")
     return W.VBox([slider, header, stack, note,
-                   frame_style("unet-edu-gate-frame", strip_w * scale, h * scale)])
+                   frame_style("unet-edu-gate-frame", BOX_WIDTH, round(BOX_WIDTH * strip_h / strip_w))])

@@ -242,7 +242,8 @@ class ReceptiveFieldExplorer:
                           layout=wide)
         col = W.IntSlider(min=0, max=n - 1, value=n // 2, description="column",
                           continuous_update=True, layout=wide)
-        shared = W.Layout()  # one layout for every frame and stack: a smaller saved page
+        shared = W.Layout()  # one layout for every picture: a smaller saved page
+        fill = W.Layout(width="100%")  # one for every stack and frame: they span the column
         line = W.Layout(min_height="3.2em")
         style = W.HTML().style
         pages = []
@@ -250,11 +251,11 @@ class ReceptiveFieldExplorer:
             rows = []
             for cells in self.frames[name]:
                 frames = [W.VBox([W.HTML(caption(d, name), layout=line, style=style),
-                                  frame_image(png, "unet-edu-rf-frame", shared)], layout=shared)
+                                  frame_image(png, "unet-edu-rf-frame", shared)], layout=fill)
                           for png, d in cells]
-                rows.append(linked_stack(frames, col, "value", shared))
-            pages.append(linked_stack(rows, row, "value", shared))
-        view = linked_stack(pages, model_box, trait="index", layout=W.Layout(width="100%"))
+                rows.append(linked_stack(frames, col, "value", fill))
+            pages.append(linked_stack(rows, row, "value", fill))
+        view = linked_stack(pages, model_box, trait="index", layout=fill)
         h, w = self.frames[self.names[0]][0][0][1].mask.shape
         note = W.HTML(
             f"<small>Output pixels on an {n}x{n} grid; every frame is computed in advance, so "
