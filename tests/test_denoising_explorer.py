@@ -9,8 +9,8 @@ import torch
 from unet_edu.diffusion import NoiseSchedule
 from unet_edu.models import DiffusionUNet
 from unet_edu.widgets import IPYWIDGETS_8
-from unet_edu.widgets.denoising import (GAP, DenoisingExplorer, denoising_grid, denoising_trajectory, frame_png,
-                                        select_frames)
+from unet_edu.widgets.denoising import (GAP, DenoisingExplorer, denoising_grid,
+                                        denoising_trajectory, frame_png, select_frames)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,8 @@ def test_frame_png_is_small_and_at_its_own_resolution(tiny):
 
 def test_the_grid_covers_every_control_value(explorer):
     e = explorer
-    assert set(e.grid) == {(c, s, n) for c in range(10) for s in (0.0, 1.0, 3.0) for n in (3, 5, 10)}
+    expected = {(c, s, n) for c in range(10) for s in (0.0, 1.0, 3.0) for n in (3, 5, 10)}
+    assert set(e.grid) == expected
     assert all(len(frames) == 4 for frames in e.grid.values())
     assert [f.total for f in e.grid[(0, 0.0, 10)]] == [10] * 4
     assert list(e.label.options) == list(range(10)) and len(e.guidance.options) == 3
@@ -101,8 +102,9 @@ def test_the_grid_covers_every_control_value(explorer):
 
 def test_every_control_changes_the_shown_picture(explorer):
     e = explorer
-    for control, trait, other in ((e.label, "index", 7), (e.guidance, "index", 2), (e.steps, "index", 2),
-                                  (e.step, "value", 0)):
+    moves = ((e.label, "index", 7), (e.guidance, "index", 2), (e.steps, "index", 2),
+             (e.step, "value", 0))
+    for control, trait, other in moves:
         before, old = e.shown_png(), getattr(control, trait)
         setattr(control, trait, other)
         assert e.shown_png() != before, f"{control.description} did not change the picture"
@@ -127,7 +129,8 @@ def test_every_control_is_linked_to_a_level_of_the_view(explorer):
     assert third.links[0].source == (e.step, "value") and len(third.children) == 4
     fourth = third.children[3]
     assert fourth.links[0].source == (e.label, "index") and len(fourth.children) == 10
-    for (s, n, k, c), image in _leaves(top):  # the picture at each path is the one the controls name
+    # the picture at each path is the one its control values name
+    for (s, n, k, c), image in _leaves(top):
         key = (c, e.guidance_scales[s], e.step_counts[n])
         assert image.value == e.pngs[key][k]
     assert len(_leaves(top)) == 10 * 3 * 3 * 4

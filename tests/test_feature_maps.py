@@ -12,7 +12,8 @@ from unet_edu.widgets.feature_maps import (
 
 def _models():
     torch.manual_seed(0)
-    return {"naive": NaiveCNN(hidden=4, depth=5), "unet": UNet2015(features=(2, 4, 8), out_channels=1)}
+    return {"naive": NaiveCNN(hidden=4, depth=5),
+            "unet": UNet2015(features=(2, 4, 8), out_channels=1)}
 
 
 def test_layer_names_and_maps():
@@ -83,7 +84,8 @@ def test_explorer_widget_links_controls():
             for j, lname in enumerate(e.layers_of(mname)):  # every (model, layer, image) is shown
                 images = per_layer.children[j].children[1]
                 assert images.links[0].source == (image_dd, "index")
-                assert [i.value for i in images.children] == [e.frames[(mname, i, lname)].png for i in range(2)]
+                expected = [e.frames[(mname, i, lname)].png for i in range(2)]
+                assert [i.value for i in images.children] == expected
                 assert "unet-edu-fm-frame" in images.children[0]._dom_classes
     assert describe("dec1") == "decoder level 1" and describe("skip0").startswith("skip tensor")
     with pytest.raises(ValueError, match="batch"):

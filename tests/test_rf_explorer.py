@@ -108,4 +108,5 @@ def test_empty_inputs_name_the_fix():
     with pytest.raises(ValueError, match="one picture"):
         ReceptiveFieldExplorer(models, torch.rand(0, 16, 16), 2)
     with pytest.raises(ValueError, match="empty batch"):
-        ReceptiveFieldExplorer(models, torch.rand(1, 16, 16), 2, erf_inputs=torch.rand(0, 1, 16, 16))
+        ReceptiveFieldExplorer(models, torch.rand(1, 16, 16), 2,
+                               erf_inputs=torch.rand(0, 1, 16, 16))

@@ -28,7 +28,7 @@ import ipywidgets as W
 import torch
 
 from ..diffusion import Trajectory, ddim_sample, ddpm_sample
-from .frames import compact_png, frame_image, frame_style, linked_stack
+from .frames import compact_png, frame_image, frame_style, html_style, linked_stack
 
 __all__ = ["DenoisingExplorer", "Frame", "denoising_trajectory", "select_frames", "frame_png",
            "denoising_grid", "STEP_COUNTS", "GUIDANCE_SCALES"]
@@ -145,7 +145,7 @@ def denoising_grid(model, schedule, labels=tuple(range(10)), guidance_scales=GUI
 def _caption(frame: Frame) -> str:
     total = frame.total
     if frame.t is None:
-        return f"<b>after step {total} of {total}</b>: the sample (no noise predicted any more)"
+        return f"<b>after step {total} of {total}</b>: the result"
     return f"<b>step {frame.index + 1} of {total}</b>, timestep t = {frame.t}"
 
 
@@ -177,8 +177,10 @@ class DenoisingExplorer(W.VBox):
 
             loaded = load("digits-ddpm")
             model, schedule = loaded.model, loaded.schedule
-        labels, scales, counts = list(labels), [float(s) for s in guidance_scales], list(step_counts)
-        start = (_index(labels, label, "label"), _index(scales, float(guidance_scale), "guidance_scale"),
+        labels, counts = list(labels), list(step_counts)
+        scales = [float(s) for s in guidance_scales]
+        start = (_index(labels, label, "label"),
+                 _index(scales, float(guidance_scale), "guidance_scale"),
                  _index(counts, steps, "steps"))
         if frames < 2:
             raise ValueError(f"frames must be at least 2 (a step and the result), got {frames}")
@@ -228,8 +230,8 @@ class DenoisingExplorer(W.VBox):
 
     def _build_captions(self) -> W.Widget:
         # A caption depends on the step count and the frame only.
-        style = W.HTML().style  # shared, like the layout
-        line = W.Layout(height="1.6em", overflow="hidden")
+        style = html_style()  # shared, like the layout
+        line = W.Layout(height="1.8em", overflow="hidden")  # one line: no jump between frames
         pages = []
         for steps in self.step_counts:
             frames = self.grid[(self.labels[0], self.guidance_scales[0], steps)]

@@ -30,7 +30,7 @@ from torchvision.utils import make_grid
 
 from ..models import NaiveCNN, UNet2015
 from ..receptive_field import exact_receptive_field, rf_extent
-from .frames import compact_png, frame_image, frame_style, linked_stack
+from .frames import compact_png, frame_image, frame_style, html_style, linked_stack
 
 GRID_COLUMNS = 4  # feature maps per row of a frame
 BOX_WIDTH = 480  # CSS pixels of a frame's box (twice the 240 of the first edition)
@@ -52,7 +52,8 @@ def _naive_maps(model: NaiveCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
     for i, layer in enumerate(layers):
         h = layer(h)
         last = i == len(layers) - 1
-        if not isinstance(layer, nn.Conv2d) or last:  # after the activation (Identity in a linear copy)
+        # after the activation (an Identity in a linear copy)
+        if not isinstance(layer, nn.Conv2d) or last:
             k += 1
             maps["out" if last else f"conv{k}"] = h
     return maps
@@ -118,7 +119,8 @@ def layer_receptive_field(model: nn.Module, name: str, size: int = 64) -> int:
         with torch.no_grad():
             shape = layer_maps(twin, torch.zeros(1, 1, side, side))[name].shape
         centre = (shape[-2] // 2, shape[-1] // 2)
-        mask = exact_receptive_field(twin, (1, side, side), centre, forward=lambda m, x: layer_maps(m, x)[name])
+        mask = exact_receptive_field(twin, (1, side, side), centre,
+                                     forward=lambda m, x: layer_maps(m, x)[name])
         touches = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
         if not touches or size >= 4096:
             break
@@ -147,7 +149,8 @@ def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> byt
     if grid.shape[-1] > width:  # large maps: shrink (area average) so the frame stays small
         h = max(1, round(grid.shape[-2] * width / grid.shape[-1]))
         grid = torch.nn.functional.interpolate(grid[None, None], size=(h, width), mode="area")[0, 0]
-    return compact_png(grid, (0.0, 1.0), cmap="viridis", levels=64)  # 64 colours: smaller, no banding
+    # 64 colours: smaller than 256, and no banding the eye can see
+    return compact_png(grid, (0.0, 1.0), cmap="viridis", levels=64)
 
 
 @dataclass
@@ -159,7 +162,8 @@ class Frame:
     receptive_field: int
 
 
-def compute_frames(models: dict, images: torch.Tensor, layers: dict | None = None, max_maps: int = 12,
+def compute_frames(models: dict, images: torch.Tensor, layers: dict | None = None,
+                   max_maps: int = 12,
                    width: int = 240) -> dict[tuple[str, int, str], Frame]:
     """Every frame of the explorer, keyed by ``(model name, image index, layer name)``.
 
@@ -226,12 +230,14 @@ class FeatureMapExplorer:
     Display it by leaving it as the last expression of a cell, or use ``.widget``.
     """
 
-    def __init__(self, models: dict, images: torch.Tensor, image_names=None, layers: dict | None = None,
+    def __init__(self, models: dict, images: torch.Tensor, image_names=None,
+                 layers: dict | None = None,
                  max_maps: int = 12, width: int = 240):
         if not models:
             raise ValueError("FeatureMapExplorer needs at least one model")
         if images.dim() != 4:
-            raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
+            raise ValueError(f"images must be a batch (N, C, H, W), got shape "
+                             f"{tuple(images.shape)}")
         if len(images) == 0:
             raise ValueError("images is an empty batch (0, C, H, W): pass at least one image, "
                              "e.g. x_test[:3]")
@@ -256,8 +262,8 @@ class FeatureMapExplorer:
         names = list(self.models)
         wide = W.Layout(width="100%", max_width="420px")
         model_dd = W.Dropdown(options=names, value=names[0], description="model", layout=wide)
-        image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0], description="input",
-                              layout=wide)
+        image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0],
+                              description="input", layout=wide)
         lo, hi = float(self.images.min()), float(self.images.max())
         shared = W.Layout()  # one layout for every picture: a smaller saved page
         fill = W.Layout(width="100%")  # one for every stack: it spans the column
@@ -269,9 +275,10 @@ class FeatureMapExplorer:
         rows = max(-(-min(f.shape[0], self._max) // GRID_COLUMNS) for f in self.frames.values())
         side = self.images.shape[-1]
         input_width = min(320, max(192, 2 * side))  # twice the first edition's 96 px (or 1:1)
-        box_height = round(BOX_WIDTH * rows / min(GRID_COLUMNS, self._max) * self.images.shape[-2] / side)
+        columns = min(GRID_COLUMNS, self._max)
+        box_height = round(BOX_WIDTH * rows / columns * self.images.shape[-2] / side)
         info_layout = W.Layout(min_height="3.2em")
-        style = W.HTML().style
+        style = html_style()
         pages = []
         for mname in names:
             layer_list = self.layers_of(mname)
@@ -290,7 +297,8 @@ class FeatureMapExplorer:
                 )
                 imgs = [frame_image(self.frames[(mname, i, lname)].png, "unet-edu-fm-frame", shared)
                         for i in range(len(self.images))]
-                per_layer.append(W.VBox([info, linked_stack(imgs, image_dd, "index", fill)], layout=fill))
+                shown = linked_stack(imgs, image_dd, "index", fill)
+                per_layer.append(W.VBox([info, shown], layout=fill))
             pages.append(W.VBox([layer_dd, linked_stack(per_layer, layer_dd, "index", fill)],
                                 layout=fill))
         # Beside the input where the column is wide enough, below it on a phone.

@@ -25,7 +25,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-__all__ = ["IPYWIDGETS_8", "linked_stack", "png_image", "compact_png", "frame_style", "frame_image"]
+__all__ = ["IPYWIDGETS_8", "linked_stack", "png_image", "compact_png", "frame_style", "frame_image",
+           "html_style"]
 
 IPYWIDGETS_8 = int(W.__version__.split(".")[0]) >= 8
 
@@ -88,6 +89,11 @@ def frame_image(data: bytes, css_class: str, layout: W.Layout | None = None) -> 
     image = png_image(data, layout=layout)
     image.add_class(css_class)
     return image
+
+
+def html_style() -> W.Widget:
+    """A style for many ``HTML`` widgets to share (one model in the saved page, not one each)."""
+    return W.HTML.class_traits()["style"].klass()
 
 
 def linked_stack(children, control: W.Widget, trait: str = "value",

@@ -118,6 +118,8 @@ def GateExplorer(model, images: torch.Tensor, masks: torch.Tensor | None = None)
     lines = [" &nbsp;|&nbsp; ".join(titles[i:i + COLUMNS]) for i in range(0, len(titles), COLUMNS)]
     header = W.HTML("<br>".join(f"row {r + 1}: {line}" for r, line in enumerate(lines)))
     note = W.HTML("<small>Bright: the gate lets the encoder's features through; dark: it "
-                  "blocks them. Frames are precomputed, so the slider also works without a kernel.</small>")
+                  "blocks them. Frames are precomputed, so the slider also works without a "
+                  "kernel.</small>")
     return W.VBox([slider, header, stack, note,
-                   frame_style("unet-edu-gate-frame", BOX_WIDTH, round(BOX_WIDTH * strip_h / strip_w))])
+                   frame_style("unet-edu-gate-frame", BOX_WIDTH,
+                               round(BOX_WIDTH * strip_h / strip_w))])

@@ -13,7 +13,8 @@ The data path is plain functions that tests call:
   one: a per-channel scale and shift never changes which pixels are connected);
 * :func:`default_forward` — how a model is called (a fixed timestep for a diffusion U-Net);
 * :func:`rf_data` — masks, effective fields and sizes for a list of positions;
-* :func:`render_frame` — one frame as a small PNG (:func:`overlay_rgb`), its facts in :func:`caption`;
+* :func:`render_frame` — one frame as a small PNG (:func:`overlay_rgb`);
+* :func:`caption` — the facts of a frame, shown above it;
 * :func:`compute_frames` — every (model, position) frame in advance.
 
 The widget puts the frames into nested stacks linked to the controls in the browser
@@ -32,8 +33,9 @@ from PIL import Image
 from torch import nn
 
 from ..models import DiffusionUNet, NaiveCNN, UNet2015
-from ..receptive_field import effective_receptive_field, erf_extent, erf_std, exact_receptive_field, rf_extent
-from .frames import frame_image, frame_style, linked_stack
+from ..receptive_field import (effective_receptive_field, erf_extent, erf_std,
+                               exact_receptive_field, rf_extent)
+from .frames import frame_image, frame_style, html_style, linked_stack
 
 __all__ = [
     "position_grid",
@@ -53,7 +55,8 @@ def position_grid(height: int, width: int, n: int = 8) -> list[list[tuple[int, i
     """``n x n`` output positions spread evenly over a ``height x width`` map, as rows of
     ``(row, col)`` pairs; the first and last rows and columns touch the borders."""
     if n < 1 or n > min(height, width):
-        raise ValueError(f"n must lie in 1..{min(height, width)} for a {height}x{width} map, got {n}")
+        raise ValueError(f"n must lie in 1..{min(height, width)} for a {height}x{width} map, "
+                         f"got {n}")
 
     def spread(size):
         if n == 1:
@@ -76,9 +79,11 @@ def exact_twin(model: nn.Module) -> nn.Module:
     if isinstance(model, NaiveCNN):
         return NaiveCNN(cfg["in_channels"], hidden=1, depth=cfg["depth"], out_channels=1)
     if isinstance(model, UNet2015):
-        return UNet2015(cfg["in_channels"], 1, (1,) * len(cfg["features"]), cfg["padding"], cfg["skip"])
+        return UNet2015(cfg["in_channels"], 1, (1,) * len(cfg["features"]), cfg["padding"],
+                        cfg["skip"])
     if isinstance(model, DiffusionUNet):
-        twin = DiffusionUNet(**{**cfg, "time_conditioning": False, "num_classes": None, "context_dim": None})
+        twin = DiffusionUNet(**{**cfg, "time_conditioning": False, "num_classes": None,
+                                "context_dim": None})
         _copy_removed_attention(model, twin)
         return twin
     return model
@@ -147,7 +152,8 @@ def rf_data(model: nn.Module, erf_inputs: torch.Tensor, positions, *, forward=No
         if not bool(torch.isfinite(erf).all()):  # no gradient at all (e.g. every ReLU dead here)
             erf, side, sigma = torch.zeros_like(erf), 0, 0.0
         else:
-            side = min(erf_extent(erf, 0.95), max(erf.shape))  # the 95% square, clipped to the image
+            # the 95% square, clipped to the image
+            side = min(erf_extent(erf, 0.95), max(erf.shape))
             sigma = erf_std(erf)
         out.append(RFData(pos, mask, rf_extent(mask), int(mask.sum()), erf, side, sigma))
     return out
@@ -226,7 +232,8 @@ class ReceptiveFieldExplorer:
     all computed when the explorer is built).  Display the explorer (or its ``.widget``).
     """
 
-    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None):
+    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None,
+                 forward=None):
         if not models:
             raise ValueError("ReceptiveFieldExplorer needs at least one model")
         self.frames = compute_frames(models, image, n, erf_inputs=erf_inputs, forward=forward)
@@ -245,7 +252,7 @@ class ReceptiveFieldExplorer:
         shared = W.Layout()  # one layout for every picture: a smaller saved page
         fill = W.Layout(width="100%")  # one for every stack and frame: they span the column
         line = W.Layout(min_height="3.2em")
-        style = W.HTML().style
+        style = html_style()
         pages = []
         for name in self.names:
             rows = []
