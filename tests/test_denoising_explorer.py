@@ -143,12 +143,13 @@ def test_every_control_is_linked_to_a_level_of_the_view(explorer):
 def test_the_saved_page_payload_stays_under_budget(tiny):
     from ipywidgets.embed import dependency_state, embed_data
 
-    e = DenoisingExplorer(*tiny, steps=10, step_counts=(10, 20, 50))  # the book's grid and frames
+    e = DenoisingExplorer(*tiny, steps=10, step_counts=(10, 20, 50))  # the book's grid, 5 frames
     state = json.dumps(embed_data(views=[e], state=dependency_state([e]))["manager_state"])
     pictures = sum(len(p) for frames in e.pngs.values() for p in frames)
     assert len(e.pngs) == 90
-    # The chapter page must stay under 1.5 MB with its figures: the explorer gets at most 700 kB.
-    # An untrained network predicts noise everywhere, the worst case for compression (the
-    # shipped model's explorer takes about 610 kB).
-    assert len(state) < 700_000, f"the explorer adds {len(state)} bytes to the page"
-    assert pictures < 400_000
+    # Chapter 5's page must stay under 1.5 MB; its figures are separate files, its text and
+    # other widgets take about 250 kB, so the explorer gets at most 900 kB.  An untrained
+    # network predicts noise everywhere, the worst case for compression (the shipped model's
+    # explorer takes about 770 kB).
+    assert len(state) < 900_000, f"the explorer adds {len(state)} bytes to the page"
+    assert pictures < 500_000

@@ -122,7 +122,7 @@ def frame_png(frame: Frame, scale: int = 1, levels: int = LEVELS) -> bytes:
 
 
 def denoising_grid(model, schedule, labels=tuple(range(10)), guidance_scales=GUIDANCE_SCALES,
-                   step_counts=STEP_COUNTS, frames: int = 4, seed: int = 0) -> dict:
+                   step_counts=STEP_COUNTS, frames: int = 5, seed: int = 0) -> dict:
     """Every trajectory the explorer can show, as ``{(label, guidance, steps): [Frame, ...]}``.
 
     One batched DDIM run per (guidance, steps) samples all classes at once; each class starts
@@ -171,7 +171,7 @@ class DenoisingExplorer(W.VBox):
 
     def __init__(self, model=None, schedule=None, *, label: int = 3, guidance_scale: float = 1.0,
                  steps: int = 20, labels=tuple(range(10)), guidance_scales=GUIDANCE_SCALES,
-                 step_counts=STEP_COUNTS, frames: int = 4, seed: int = 0):
+                 step_counts=STEP_COUNTS, frames: int = 5, seed: int = 0):
         if model is None or schedule is None:
             from ..pretrained import load
 
