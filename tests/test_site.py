@@ -176,8 +176,9 @@ SHOWN_PICTURES = """
 # The output cell that holds a control (the widget as a reader sees it).
 CELL_OF = "(el) => el.closest('.cell_output') || el.closest('.jupyter-widgets')"
 
+# Sliders, menus, toggle buttons, buttons and check boxes: everything a reader can move or press.
 CONTROLS = (".jupyter-widgets .noUi-handle, .jupyter-widgets select, "
-            ".jupyter-widgets .widget-toggle-button")
+            ".jupyter-widgets button.jupyter-button, .jupyter-widgets input[type=checkbox]")
 
 
 def _move(page, control) -> str | None:
@@ -196,10 +197,14 @@ def _move(page, control) -> str | None:
         control.focus()
         page.keyboard.press("End" if now != control.get_attribute("aria-valuemax") else "Home")
         return "slider -> end" if now != control.get_attribute("aria-valuemax") else "slider -> start"
-    if "mod-active" in (control.get_attribute("class") or ""):
+    if tag == "input":
+        control.click()
+        return "check box"
+    classes = control.get_attribute("class") or ""
+    if "widget-toggle-button" in classes and "mod-active" in classes:
         return None  # the toggle button already pressed: pressing another one is the move
     control.click()
-    return f"toggle button {control.inner_text()!r}"
+    return f"button {control.inner_text()!r}"
 
 
 def _controls_change_the_pictures(page) -> list[str]:
