@@ -34,7 +34,7 @@ __all__ = ["DenoisingExplorer", "Frame", "denoising_trajectory", "select_frames"
            "denoising_grid", "STEP_COUNTS", "GUIDANCE_SCALES"]
 
 STEP_COUNTS = (10, 20, 50)
-GUIDANCE_SCALES = (0.0, 1.0, 3.0)
+GUIDANCE_SCALES = (0.0, 1.0, 4.0)  # label ignored, plain conditional, strong guidance
 GAP = 1  # pixel between the three pictures of a strip (8 on the page, enlarged)
 LEVELS = 8  # grey levels per picture: noise does not compress, 8 levels take half the bytes of 256
 CSS_CLASS = "unet-edu-denoise"
