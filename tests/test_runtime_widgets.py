@@ -59,6 +59,8 @@ def test_compact_png_keeps_the_resolution_and_quantises():
         compact_png(torch.rand(3, 4, 4))
     with pytest.raises(ValueError, match="levels"):
         compact_png(ramp, levels=1)
+    with pytest.raises(ValueError, match="value_range must go up"):
+        compact_png(ramp, value_range=(1.0, 1.0))
 
 
 def test_frame_style_fixes_the_box():

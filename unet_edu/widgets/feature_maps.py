@@ -265,6 +265,7 @@ class FeatureMapExplorer:
         image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0],
                               description="input", layout=wide)
         lo, hi = float(self.images.min()), float(self.images.max())
+        hi = hi if hi > lo else lo + 1.0  # a blank batch is drawn flat, not refused
         shared = W.Layout()  # one layout for every picture: a smaller saved page
         fill = W.Layout(width="100%")  # one for every stack: it spans the column
         inputs = [frame_image(compact_png(img[0], (lo, hi)), "unet-edu-fm-input", shared)

@@ -52,8 +52,11 @@ def compact_png(img, value_range=(0.0, 1.0), cmap: str | None = None, levels: in
     img = torch.as_tensor(img).detach().float().cpu().squeeze()
     if img.dim() != 2:
         raise ValueError(f"compact_png draws one channel (H, W), got shape {tuple(img.shape)}")
-    lo, hi = value_range
-    unit = ((img - lo) / (hi - lo)).clamp(0, 1).nan_to_num(0.0)
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must go up, got {value_range}: give (low, high) with "
+                         f"high > low, e.g. (0.0, 1.0)")
+    unit = ((img - lo) / (hi - lo)).clamp(0, 1).nan_to_num(0.0)  # NaN pixels drawn as low
     q = torch.round(unit * (levels - 1))  # quantisation level of each pixel, 0 .. levels - 1
     if cmap is None and levels == 256:
         pic = Image.fromarray(q.to(torch.uint8).numpy(), mode="L")
