@@ -11,8 +11,9 @@ Per page, as a reader meets it:
 * no JavaScript error, no console error and no failed request (a 4xx/5xx answer, a request
   that fails, or one to a server the page should not need), each reported with its URL;
 * every image loaded, and the "Open in Colab" link points at that page's notebook;
-* every visible widget control (slider, menu, toggle button) changes the pictures the widget
-  shows, with no kernel, and the widget keeps its height while it switches (no jumping);
+* every visible widget control (slider, menu, button, check box) changes the pictures the widget
+  shows, with no kernel, the widget keeps its height while it switches (no jumping), and its
+  pictures keep their proportions;
 * at 390 px wide (a phone) nothing sticks out sideways: the page does not scroll horizontally,
   and no inline code, table, picture or widget runs past the edge outside a scrolling box;
 * no test scaffolding (``NBVAL_...`` markers) and no raw Markdown table (a ``|---|`` line) in the
@@ -238,6 +239,17 @@ def _controls_change_the_pictures(page) -> list[str]:
     return problems + [tried]
 
 
+# Widget pictures drawn out of proportion (an <img> box of another shape than its picture, not
+# letterboxed with object-fit).
+DISTORTED = """
+() => Array.from(document.querySelectorAll('.jupyter-widgets img'))
+  .filter(i => i.offsetParent !== null && i.naturalWidth > 0 && i.clientHeight > 0)
+  .filter(i => !['contain', 'cover', 'scale-down'].includes(getComputedStyle(i).objectFit))
+  .filter(i => Math.abs(i.clientWidth / i.clientHeight - i.naturalWidth / i.naturalHeight)
+               > 0.03 * i.naturalWidth / i.naturalHeight)
+  .map(i => `${i.naturalWidth}x${i.naturalHeight} shown as ${i.clientWidth}x${i.clientHeight}`)
+"""
+
 # Elements that stick out past the right edge of a phone screen without a scrolling box to hold
 # them (a code cell that scrolls sideways inside its box is fine; a page that does is not).
 STICKING_OUT = """
@@ -330,6 +342,8 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
         *problems, tried = _controls_change_the_pictures(page)
         assert tried, "a widget page without a control to move"
         assert problems == [], f"widgets on {page_file}: " + "; ".join(problems)
+        distorted = page.evaluate(DISTORTED)
+        assert distorted == [], f"widget pictures out of proportion on {page_file}: {distorted[:3]}"
 
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(500)
