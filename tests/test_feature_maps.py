@@ -12,7 +12,8 @@ from unet_edu.widgets.feature_maps import (
 
 def _models():
     torch.manual_seed(0)
-    return {"naive": NaiveCNN(hidden=4, depth=5), "unet": UNet2015(features=(2, 4, 8), out_channels=1)}
+    return {"naive": NaiveCNN(hidden=4, depth=5),
+            "unet": UNet2015(features=(2, 4, 8), out_channels=1)}
 
 
 def test_layer_names_and_maps():
@@ -40,13 +41,16 @@ def test_receptive_fields_match_the_recurrence():
 
 
 def test_render_maps_is_small_png():
-    png = render_maps(torch.rand(16, 7, 7), max_maps=12, width=120)
-    assert png.startswith(b"\x89PNG") and len(png) < 20_000
-    big = render_maps(torch.rand(8, 132, 132), max_maps=8, width=200)
-    assert len(big) < 60_000
     import io
-    import matplotlib.pyplot as plt
-    assert plt.imread(io.BytesIO(big)).shape[1] == 200
+
+    from PIL import Image
+
+    png = render_maps(torch.rand(16, 7, 7), max_maps=12, width=120)
+    assert png.startswith(b"\x89PNG") and len(png) < 5_000
+    assert Image.open(io.BytesIO(png)).size == (4 * 8 + 1, 3 * 8 + 1)  # own resolution, 1-px gaps
+    assert Image.open(io.BytesIO(png)).mode == "P"  # a palette: one byte per pixel
+    big = render_maps(torch.rand(8, 132, 132), max_maps=8, width=200)
+    assert len(big) < 60_000 and Image.open(io.BytesIO(big)).size[0] == 200
 
 
 def test_compute_frames_keys_and_facts():
@@ -66,12 +70,34 @@ def test_explorer_widget_links_controls():
     e = FeatureMapExplorer(m, torch.rand(2, 1, 16, 16), image_names=["a", "b"])
     w = e.widget
     assert isinstance(w, W.VBox) and e.layers_of("naive")[0] == "conv1"
-    model_dd, image_dd = w.children[0].children
+    model_dd, image_dd = w.children[0], w.children[1]
     assert model_dd.options == ("naive", "unet") and image_dd.options == ("a", "b")
-    body = w.children[1].children[1]
+    inputs, body = w.children[2].children
     if IPYWIDGETS_8:
         assert isinstance(body, W.Stack) and len(body.children) == 2
         assert body.links[0].source == (model_dd, "index")
+        assert inputs.links[0].source == (image_dd, "index")
+        for k, mname in enumerate(["naive", "unet"]):
+            layer_dd, per_layer = body.children[k].children
+            assert per_layer.links[0].source == (layer_dd, "index")
+            assert len(per_layer.children) == len(e.layers_of(mname))
+            for j, lname in enumerate(e.layers_of(mname)):  # every (model, layer, image) is shown
+                images = per_layer.children[j].children[1]
+                assert images.links[0].source == (image_dd, "index")
+                expected = [e.frames[(mname, i, lname)].png for i in range(2)]
+                assert [i.value for i in images.children] == expected
+                assert "unet-edu-fm-frame" in images.children[0]._dom_classes
     assert describe("dec1") == "decoder level 1" and describe("skip0").startswith("skip tensor")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch"):
         FeatureMapExplorer(m, torch.rand(1, 16, 16))
+    with pytest.raises(ValueError, match="empty batch"):
+        FeatureMapExplorer(m, torch.rand(0, 1, 16, 16))
+
+
+def test_every_control_changes_the_picture():
+    m = _models()
+    e = FeatureMapExplorer(m, torch.rand(2, 1, 16, 16))
+    f = e.frames
+    assert f[("naive", 0, "conv1")].png != f[("naive", 1, "conv1")].png  # the input menu
+    assert f[("naive", 0, "conv1")].png != f[("naive", 0, "conv2")].png  # the layer menu
+    assert f[("naive", 0, "out")].png != f[("unet", 0, "out")].png  # the model menu

@@ -7,7 +7,7 @@ from unet_edu.models import DiffusionUNet, NaiveCNN, UNet2015
 from unet_edu.receptive_field import exact_receptive_field
 from unet_edu.widgets import IPYWIDGETS_8
 from unet_edu.widgets.receptive_field import (ReceptiveFieldExplorer, compute_frames, default_forward, exact_twin,
-                                              position_grid, rf_data, render_frame)
+                                              position_grid, rf_data, render_frame, overlay_rgb)
 
 
 def test_position_grid_spans_the_map():
@@ -73,17 +73,40 @@ def test_frames_and_widget():
         nn.init.constant_(p, -1.0)  # every ReLU dead: no gradient reaches the input
     (d,) = rf_data(dead, image[None], [(3, 3)])
     assert d.erf_size == 0 and d.erf.sum().item() == 0.0 and d.size == (7, 7)
-    png = render_frame(image[0], frames["unet"][0][1][1], "unet")
-    assert png.startswith(b"\x89PNG")
+    data = frames["naive"][1][0][1]
+    png = render_frame(image[0], data)
+    assert png.startswith(b"\x89PNG") and len(png) < 4_000
+    rgb = overlay_rgb(image[0], data, scale=4)
+    assert rgb.shape == (64, 64, 3)
+    cyan = (rgb[..., 1] > 0.85) & (rgb[..., 2] > 0.95) & (rgb[..., 0] < 0.05)
+    # the field of (15, 0) with a 7x7 reach covers rows 12..15, columns 0..3: its outline lies there
+    rows, cols = cyan.nonzero(as_tuple=True)
+    assert rows.min() == 48 and rows.max() == 63 and cols.min() == 0 and cols.max() == 15
     explorer = ReceptiveFieldExplorer(models, image, 2)
     box = explorer.widget
     assert isinstance(box, W.VBox)
-    dropdown, row, col = box.children[0].children[0], box.children[1], box.children[2]
-    view = box.children[3]
+    dropdown, row, col, view = box.children[:4]
     if IPYWIDGETS_8:
         assert isinstance(view, W.Stack) and len(view.children) == 2
         assert view.links[0].source == (dropdown, "index")
-        inner = view.children[0]
-        assert inner.links[0].source == (row, "value") and len(inner.children) == 2
-        assert inner.children[1].links[0].source == (col, "value")
-        assert isinstance(inner.children[1].children[0], W.Image)
+        for m, name in enumerate(models):
+            page = view.children[m]
+            assert page.links[0].source == (row, "value") and len(page.children) == 2
+            for r in range(2):
+                cells = page.children[r]
+                assert cells.links[0].source == (col, "value") and len(cells.children) == 2
+                for c in range(2):  # every (model, row, column) shows its own frame
+                    caption, picture = cells.children[c].children
+                    assert picture.value == explorer.frames[name][r][c][0]
+                    assert str(explorer.frames[name][r][c][1].position) in caption.value
+
+
+def test_empty_inputs_name_the_fix():
+    models = {"naive": NaiveCNN(depth=3, hidden=2)}
+    with pytest.raises(ValueError, match="at least one model"):
+        ReceptiveFieldExplorer({}, torch.rand(1, 16, 16), 2)
+    with pytest.raises(ValueError, match="one picture"):
+        ReceptiveFieldExplorer(models, torch.rand(0, 16, 16), 2)
+    with pytest.raises(ValueError, match="empty batch"):
+        ReceptiveFieldExplorer(models, torch.rand(1, 16, 16), 2,
+                               erf_inputs=torch.rand(0, 1, 16, 16))

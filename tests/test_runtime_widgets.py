@@ -1,4 +1,5 @@
 import ipywidgets as W
+import pytest
 import torch
 
 from unet_edu import budget, device, seed_everything
@@ -38,3 +39,61 @@ def test_linked_stack_switches_frames_in_the_browser():
 
 def test_png_bytes_are_png():
     assert image_to_png(torch.zeros(3, 3)).startswith(b"\x89PNG")
+
+
+def test_compact_png_keeps_the_resolution_and_quantises():
+    import io
+
+    from PIL import Image
+
+    from unet_edu.widgets.frames import compact_png
+
+    ramp = torch.linspace(0, 1, 64).repeat(8, 1)
+    grey = Image.open(io.BytesIO(compact_png(ramp)))
+    assert grey.size == (64, 8) and grey.mode == "L" and len(set(grey.getdata())) == 64
+    four = Image.open(io.BytesIO(compact_png(ramp, levels=4)))
+    assert four.mode == "P" and len(set(four.convert("L").getdata())) == 4
+    colour = Image.open(io.BytesIO(compact_png(ramp, cmap="viridis"))).convert("RGB")
+    assert colour.getpixel((0, 0)) != colour.getpixel((63, 0))
+    with pytest.raises(ValueError, match="one channel"):
+        compact_png(torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match="levels"):
+        compact_png(ramp, levels=1)
+    with pytest.raises(ValueError, match="value_range must go up"):
+        compact_png(ramp, value_range=(1.0, 1.0))
+
+
+def test_frame_style_fixes_the_box():
+    from unet_edu.widgets.frames import frame_style
+
+    css = frame_style("box", 480, 240).value
+    assert ".box {" in css and "max-width: 480px" in css and "aspect-ratio: 480 / 240" in css
+    assert "image-rendering: pixelated" in css and "object-fit: contain" in css
+
+
+def test_linked_stack_rejects_a_control_out_of_range():
+    with pytest.raises(ValueError, match="at least one child"):
+        linked_stack([], W.IntSlider())
+    with pytest.raises(ValueError, match="one value per child"):
+        linked_stack([W.HTML("a")], W.IntSlider(min=0, max=5, value=3))
+
+
+def test_gate_explorer_links_a_frame_per_image():
+    from unet_edu.models.variants import AttentionUNet
+    from unet_edu.widgets.gates import GateExplorer, gate_frames
+
+    model = AttentionUNet(features=(4, 8, 16))
+    x = torch.rand(3, 1, 16, 16)
+    masks = (x[:, 0] > 0.5).long()
+    frames = gate_frames(model, x, masks)
+    assert len(frames) == 3 and len(set(frames)) == 3
+    w = GateExplorer(model, x, masks)
+    slider, header, stack = w.children[:3]
+    assert slider.max == 2 and header.value.count("gate, level") == 2
+    if IPYWIDGETS_8:
+        assert stack.links[0].source == (slider, "value")
+        assert [i.value for i in stack.children] == frames
+    with pytest.raises(ValueError, match="non-empty batch"):
+        GateExplorer(model, x[:0])
+    with pytest.raises(ValueError, match="one mask per image"):
+        GateExplorer(model, x, masks[:2])

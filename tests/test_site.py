@@ -6,9 +6,19 @@ load from CDNs (RequireJS, @jupyter-widgets/html-manager, MathJax) is served fro
 from the npm registry, so the test needs no network beyond the package registries.  A
 screenshot of every page is saved under ``test-artifacts/screenshots``.
 
-Per page: no JavaScript errors, every image loaded, the "Open in Colab" link points at that
-page's notebook, and for chapters with widgets: the explorers render and moving a slider changes
-what is shown, with no kernel.
+Per page, as a reader meets it:
+
+* no JavaScript error, no console error and no failed request (a 4xx/5xx answer, a request
+  that fails, or one to a server the page should not need), each reported with its URL;
+* every image loaded, and the "Open in Colab" link points at that page's notebook;
+* every visible widget control (slider, menu, button, check box) changes the pictures the widget
+  shows, with no kernel, the widget keeps its height while it switches (no jumping), and its
+  pictures keep their proportions;
+* at 390 px wide (a phone) nothing sticks out sideways: the page does not scroll horizontally,
+  and no inline code, table, picture or widget runs past the edge outside a scrolling box;
+* no test scaffolding (``NBVAL_...`` markers) and no raw Markdown table (a ``|---|`` line) in the
+  visible text;
+* the page's own HTML stays under 1.5 MB.
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ CDN = {
 RENAMES = {"require.min.js": "require.js"}
 
 pytestmark = pytest.mark.browser
+
+PAGE_BUDGET = 1_500_000  # bytes of a page's own HTML (figures and widget frames are inside it)
+PHONE = {"width": 390, "height": 844}
 
 
 def _pages() -> list[str]:
@@ -145,39 +158,139 @@ def _has_widgets(nb: Path) -> bool:
                for c in data["cells"] for o in c.get("outputs", []))
 
 
-VISIBLE_OUTPUT_IMAGES = """
-() => Array.from(document.querySelectorAll('.cell_output img, .jupyter-widgets img'))
-        .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0)
-        .map(i => i.src.slice(-120))
+# What each visible picture of the widgets around a control shows: its size and its pixels (an
+# <img> of a widget is a blob: URL, new for every view, so its address says nothing).
+SHOWN_PICTURES = """
+(cell) => {
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d');
+  return Array.from(cell.querySelectorAll('img'))
+    .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0 && i.complete)
+    .map(i => {
+      canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+      ctx.drawImage(i, 0, 0);
+      return i.naturalWidth + 'x' + i.naturalHeight + ':' + canvas.toDataURL();
+    });
+}
 """
 
+# The output cell that holds a control (the widget as a reader sees it).
+CELL_OF = "(el) => el.closest('.cell_output') || el.closest('.jupyter-widgets')"
 
-def _controls_that_change_the_view(page, most: int = 8) -> tuple[int, int]:
-    """Move each visible slider to its end and pick another entry in each menu; count how many
-    of these moves change the visible images.  Controls that only work with a kernel (they say
-    so on the page) change nothing here, so one working control per page is required."""
-    changed = tried = 0
-    controls = [("slider", h) for h in page.locator(".jupyter-widgets .noUi-handle").all()]
-    controls += [("menu", m) for m in page.locator(".jupyter-widgets select").all()]
-    for kind, control in controls[:most]:
+# Sliders, menus, toggle buttons, buttons and check boxes: everything a reader can move or press.
+CONTROLS = (".jupyter-widgets .noUi-handle, .jupyter-widgets select, "
+            ".jupyter-widgets button.jupyter-button, .jupyter-widgets input[type=checkbox]")
+
+
+def _move(page, control) -> str | None:
+    """Move one control to another value; say how, or None if it has nowhere to go."""
+    tag = control.evaluate("(el) => el.tagName.toLowerCase()")
+    if tag == "select":
+        options = control.locator("option").all()
+        current = control.input_value()
+        others = [o.get_attribute("value") for o in options if o.get_attribute("value") != current]
+        if not others:
+            return None
+        control.select_option(others[-1])
+        return f"menu -> {others[-1]}"
+    if "noUi-handle" in (control.get_attribute("class") or ""):
+        now = control.get_attribute("aria-valuenow")
+        control.focus()
+        page.keyboard.press("End" if now != control.get_attribute("aria-valuemax") else "Home")
+        return "slider -> end" if now != control.get_attribute("aria-valuemax") else "slider -> start"
+    if tag == "input":
+        control.click()
+        return "check box"
+    classes = control.get_attribute("class") or ""
+    if "widget-toggle-button" in classes and "mod-active" in classes:
+        return None  # the toggle button already pressed: pressing another one is the move
+    control.click()
+    return f"button {control.inner_text()!r}"
+
+
+def _controls_change_the_pictures(page) -> list[str]:
+    """Move every visible control; return what went wrong (a control that changes no picture,
+    a widget whose height jumps).  Returns how many controls were tried as the last entry."""
+    problems, tried = [], 0
+    for control in page.locator(CONTROLS).all():
         if not control.is_visible():
             continue
         control.scroll_into_view_if_needed()
-        before = page.evaluate(VISIBLE_OUTPUT_IMAGES)
-        if kind == "slider":
-            control.focus()
-            page.keyboard.press("End")
-        else:
-            options = control.locator("option").all()
-            if len(options) < 2:
-                continue
-            current = control.input_value()
-            other = next(o.get_attribute("value") for o in options if o.get_attribute("value") != current)
-            control.select_option(other)
-        page.wait_for_timeout(300)
+        cell = control.evaluate_handle(CELL_OF).as_element()
+        label = control.evaluate(
+            "(el) => (el.closest('.widget-inline-hbox, .widget-toggle-buttons') || el)"
+            ".innerText.split('\\n')[0].slice(0, 40)")
+        before = cell.evaluate(SHOWN_PICTURES)
+        height = cell.bounding_box()["height"]
+        how = _move(page, control)
+        if how is None:
+            continue
+        page.wait_for_timeout(400)
         tried += 1
-        changed += page.evaluate(VISIBLE_OUTPUT_IMAGES) != before
-    return changed, tried
+        after = cell.evaluate(SHOWN_PICTURES)
+        if not before and not after:
+            continue  # a control with no picture next to it (nothing to compare)
+        if after == before:
+            problems.append(f"control {label!r} ({how}) did not change the picture")
+        new_height = cell.bounding_box()["height"]
+        if abs(new_height - height) > 2:
+            problems.append(f"control {label!r} ({how}) made the widget jump: height "
+                            f"{height:.0f} -> {new_height:.0f} px")
+    return problems + [tried]
+
+
+# Widget pictures drawn out of proportion (an <img> box of another shape than its picture, not
+# letterboxed with object-fit).
+DISTORTED = """
+() => Array.from(document.querySelectorAll('.jupyter-widgets img'))
+  .filter(i => i.offsetParent !== null && i.naturalWidth > 0 && i.clientHeight > 0)
+  .filter(i => !['contain', 'cover', 'scale-down'].includes(getComputedStyle(i).objectFit))
+  .filter(i => Math.abs(i.clientWidth / i.clientHeight - i.naturalWidth / i.naturalHeight)
+               > 0.03 * i.naturalWidth / i.naturalHeight)
+  .map(i => `${i.naturalWidth}x${i.naturalHeight} shown as ${i.clientWidth}x${i.clientHeight}`)
+"""
+
+# Elements that stick out past the right edge of a phone screen without a scrolling box to hold
+# them (a code cell that scrolls sideways inside its box is fine; a page that does is not).
+STICKING_OUT = """
+() => {
+  const edge = window.innerWidth + 1;
+  const scrolls = (el) => {
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if ((o === 'auto' || o === 'scroll') && a.getBoundingClientRect().right <= edge) return true;
+    }
+    return false;
+  };
+  const sel = 'main code, main table, main img, main pre, main .jupyter-widgets, main mjx-container';
+  return Array.from(document.querySelectorAll(sel))
+    .filter(el => el.offsetParent !== null && el.getBoundingClientRect().right > edge && !scrolls(el))
+    .slice(0, 5)
+    .map(el => el.tagName.toLowerCase() + '.' + (el.className && el.className.baseVal === undefined
+         ? String(el.className).split(' ')[0] : '') + ': ' + (el.innerText || el.src || '').slice(0, 60));
+}
+"""
+
+# Visible text of the page without the code cells' sources (a Markdown table in code is code).
+PROSE_TEXT = """
+() => {
+  const copy = document.querySelector('main').cloneNode(true);
+  copy.querySelectorAll('.cell_input, script, style').forEach(el => el.remove());
+  return copy.innerText;
+}
+"""
+
+# A Markdown table's delimiter row (|---|:--:|) left as text.  Rendered as a paragraph, its line
+# breaks become spaces and smartquotes turn --- into an em dash, so look for two dash-only
+# cells between pipes anywhere in the text.
+RAW_TABLE_LINE = re.compile(r"\|(?:[ \t]*:?[-\u2013\u2014]+:?[ \t]*\|){2,}")
+
+
+def test_page_html_stays_under_budget(built_site):
+    assert built_site["returncode"] == 0, built_site["log"]
+    too_big = {p: (built_site["html"] / f"{p}.html").stat().st_size for p in _pages()}
+    too_big = {p: n for p, n in too_big.items() if n > PAGE_BUDGET}
+    assert too_big == {}, f"pages over {PAGE_BUDGET:,} bytes of HTML: {too_big}"
 
 
 @pytest.mark.parametrize("page_file", _pages())
@@ -185,8 +298,13 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
+    failed: list[str] = []
     blocked: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(
+        f"console error: {msg.text} (at {msg.location.get('url', '?')})"))
+    page.on("requestfailed", lambda req: failed.append(f"{req.url} ({req.failure})"))
+    page.on("response", lambda resp: resp.status >= 400 and failed.append(f"{resp.url} (HTTP {resp.status})"))
     _route(page, site_url, npm_assets, blocked)
     url = site_url + page_file + ".html"
     page.goto(url, wait_until="networkidle")
@@ -212,12 +330,30 @@ def test_page_in_browser(page_file, browser, site_url, npm_assets):
         expected = f"https://colab.research.google.com/github/{REPO}/blob/main/{page_file}.ipynb"
         assert expected in colab, f"no Colab link to {expected}; found {colab}"
 
+    text = page.evaluate("() => document.querySelector('main').innerText")
+    markers = sorted(set(re.findall(r"NBVAL_\w+", text)))
+    assert markers == [], f"test markers visible on {page_file}: {markers}"
+    raw = [m.group(0) for m in RAW_TABLE_LINE.finditer(page.evaluate(PROSE_TEXT))]
+    assert raw == [], f"raw Markdown table lines on {page_file}: {raw[:3]}"
+
     if nb is not None and _has_widgets(nb):
         rendered = page.evaluate("() => document.querySelectorAll('.jupyter-widgets .widget-image, .jupyter-widgets img, .jupyter-widgets .widget-html').length")
         assert rendered > 0, "the page's widgets did not render"
-        changed, tried = _controls_that_change_the_view(page)
-        assert tried, "a widget page without a slider or menu to move"
-        assert changed, f"none of the {tried} controls changed what is shown"
+        *problems, tried = _controls_change_the_pictures(page)
+        assert tried, "a widget page without a control to move"
+        assert problems == [], f"widgets on {page_file}: " + "; ".join(problems)
+        distorted = page.evaluate(DISTORTED)
+        assert distorted == [], f"widget pictures out of proportion on {page_file}: {distorted[:3]}"
+
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(500)
+    widths = page.evaluate("() => [document.scrollingElement.scrollWidth, window.innerWidth]")
+    out = page.evaluate(STICKING_OUT)
+    page.screenshot(path=str(ARTIFACTS / (page_file.replace("/", "_") + "-390px.png")), full_page=True)
+    assert widths[0] <= widths[1], f"{page_file} scrolls sideways at 390 px ({widths[0]} px wide): {out}"
+    assert out == [], f"{page_file} at 390 px: elements past the right edge: {out}"
 
     page.close()
     assert errors == [], f"JavaScript errors on {page_file}: {errors}"
+    assert failed == [] and blocked == [], (
+        f"failed requests on {page_file}: {failed}; requests to servers the page should not need: {blocked}")

@@ -21,19 +21,19 @@ page per layer, inside that one frame per image.  So it responds on the static w
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import torch
 from torch import nn
 from torchvision.utils import make_grid
 
 from ..models import NaiveCNN, UNet2015
 from ..receptive_field import exact_receptive_field, rf_extent
-from ..viz import image_to_png
-from .frames import linked_stack, png_image
+from .frames import compact_png, frame_image, frame_style, html_style, linked_stack
+
+GRID_COLUMNS = 4  # feature maps per row of a frame
+BOX_WIDTH = 480  # CSS pixels of a frame's box (twice the 240 of the first edition)
 
 __all__ = [
     "layer_names",
@@ -52,7 +52,8 @@ def _naive_maps(model: NaiveCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
     for i, layer in enumerate(layers):
         h = layer(h)
         last = i == len(layers) - 1
-        if not isinstance(layer, nn.Conv2d) or last:  # after the activation (Identity in a linear copy)
+        # after the activation (an Identity in a linear copy)
+        if not isinstance(layer, nn.Conv2d) or last:
             k += 1
             maps["out" if last else f"conv{k}"] = h
     return maps
@@ -118,7 +119,8 @@ def layer_receptive_field(model: nn.Module, name: str, size: int = 64) -> int:
         with torch.no_grad():
             shape = layer_maps(twin, torch.zeros(1, 1, side, side))[name].shape
         centre = (shape[-2] // 2, shape[-1] // 2)
-        mask = exact_receptive_field(twin, (1, side, side), centre, forward=lambda m, x: layer_maps(m, x)[name])
+        mask = exact_receptive_field(twin, (1, side, side), centre,
+                                     forward=lambda m, x: layer_maps(m, x)[name])
         touches = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
         if not touches or size >= 4096:
             break
@@ -130,9 +132,10 @@ def layer_receptive_field(model: nn.Module, name: str, size: int = 64) -> int:
 def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> bytes:
     """PNG bytes of the first ``max_maps`` channels of ``fmap`` ``(C, H, W)`` as a grid.
 
-    Each channel is scaled to its own range (viridis colours).  A grid narrower than ``width``
-    is enlarged with nearest neighbours (small low-resolution maps stay visible); a wider one is
-    shrunk to ``width`` by area averaging (the frames stay small).
+    Each channel is scaled to its own range (viridis colours, stored as a palette PNG: one byte
+    per pixel).  A grid wider than ``width`` pixels is shrunk to ``width`` by area averaging (the
+    frames stay small); a narrower one is kept at its own resolution, for the browser to enlarge
+    without smoothing (see :func:`~unet_edu.widgets.frames.frame_style`).
     """
     fmap = fmap.detach().float().cpu()
     if fmap.dim() == 4:
@@ -141,17 +144,13 @@ def render_maps(fmap: torch.Tensor, max_maps: int = 12, width: int = 240) -> byt
     lo = maps.amin(dim=(1, 2), keepdim=True)
     hi = maps.amax(dim=(1, 2), keepdim=True)
     maps = ((maps - lo) / (hi - lo + 1e-8)).unsqueeze(1)
-    nrow = min(len(maps), 4)
+    nrow = min(len(maps), GRID_COLUMNS)
     grid = make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)[0]
     if grid.shape[-1] > width:  # large maps: shrink (area average) so the frame stays small
         h = max(1, round(grid.shape[-2] * width / grid.shape[-1]))
         grid = torch.nn.functional.interpolate(grid[None, None], size=(h, width), mode="area")[0, 0]
-    else:  # small maps: enlarge without smoothing so each pixel stays visible
-        scale = max(1, width // grid.shape[-1])
-        grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-    buf = io.BytesIO()
-    plt.imsave(buf, grid.numpy(), cmap="viridis", vmin=0, vmax=1, format="png")
-    return buf.getvalue()
+    # 64 colours: smaller than 256, and no banding the eye can see
+    return compact_png(grid, (0.0, 1.0), cmap="viridis", levels=64)
 
 
 @dataclass
@@ -163,7 +162,8 @@ class Frame:
     receptive_field: int
 
 
-def compute_frames(models: dict, images: torch.Tensor, layers: dict | None = None, max_maps: int = 12,
+def compute_frames(models: dict, images: torch.Tensor, layers: dict | None = None,
+                   max_maps: int = 12,
                    width: int = 240) -> dict[tuple[str, int, str], Frame]:
     """Every frame of the explorer, keyed by ``(model name, image index, layer name)``.
 
@@ -230,12 +230,17 @@ class FeatureMapExplorer:
     Display it by leaving it as the last expression of a cell, or use ``.widget``.
     """
 
-    def __init__(self, models: dict, images: torch.Tensor, image_names=None, layers: dict | None = None,
+    def __init__(self, models: dict, images: torch.Tensor, image_names=None,
+                 layers: dict | None = None,
                  max_maps: int = 12, width: int = 240):
         if not models:
             raise ValueError("FeatureMapExplorer needs at least one model")
         if images.dim() != 4:
-            raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
+            raise ValueError(f"images must be a batch (N, C, H, W), got shape "
+                             f"{tuple(images.shape)}")
+        if len(images) == 0:
+            raise ValueError("images is an empty batch (0, C, H, W): pass at least one image, "
+                             "e.g. x_test[:3]")
         self.models = dict(models)
         self.images = images.detach().cpu()
         self.image_names = list(image_names or [f"image {i}" for i in range(len(images))])
@@ -255,18 +260,31 @@ class FeatureMapExplorer:
 
     def _build(self) -> W.Widget:
         names = list(self.models)
-        model_dd = W.Dropdown(options=names, value=names[0], description="model")
-        image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0], description="input")
+        wide = W.Layout(width="100%", max_width="420px")
+        model_dd = W.Dropdown(options=names, value=names[0], description="model", layout=wide)
+        image_dd = W.Dropdown(options=self.image_names, value=self.image_names[0],
+                              description="input", layout=wide)
         lo, hi = float(self.images.min()), float(self.images.max())
-        inputs = [png_image(image_to_png(img[0], value_range=(lo, hi), scale=max(1, 96 // img.shape[-1])))
+        hi = hi if hi > lo else lo + 1.0  # a blank batch is drawn flat, not refused
+        shared = W.Layout()  # one layout for every picture: a smaller saved page
+        fill = W.Layout(width="100%")  # one for every stack: it spans the column
+        inputs = [frame_image(compact_png(img[0], (lo, hi)), "unet-edu-fm-input", shared)
                   for img in self.images]
-        input_view = linked_stack(inputs, image_dd, "index")
+        input_view = linked_stack(inputs, image_dd, "index", W.Layout(width="100%"))
+        input_view.add_class("unet-edu-fm-input")
+        # Every frame gets the same box, sized for the tallest grid: no jump between layers.
+        rows = max(-(-min(f.shape[0], self._max) // GRID_COLUMNS) for f in self.frames.values())
+        side = self.images.shape[-1]
+        input_width = min(320, max(192, 2 * side))  # twice the first edition's 96 px (or 1:1)
+        columns = min(GRID_COLUMNS, self._max)
+        box_height = round(BOX_WIDTH * rows / columns * self.images.shape[-2] / side)
+        info_layout = W.Layout(min_height="3.2em")
+        style = html_style()
         pages = []
         for mname in names:
             layer_list = self.layers_of(mname)
             layer_dd = W.Dropdown(options=[(f"{l} — {describe(l)}", l) for l in layer_list],
-                                  value=layer_list[0], description="layer",
-                                  layout=W.Layout(width="420px"))
+                                  value=layer_list[0], description="layer", layout=wide)
             per_layer = []
             for lname in layer_list:
                 f0 = self.frames[(mname, 0, lname)]
@@ -275,13 +293,22 @@ class FeatureMapExplorer:
                     f"(channels x height x width), receptive field of the centre pixel "
                     f"{f0.receptive_field} x {f0.receptive_field} input pixels"
                     + (f"; showing the first {min(f0.shape[0], self._max_maps())} channels"
-                       if f0.shape[0] > self._max_maps() else "")
+                       if f0.shape[0] > self._max_maps() else ""),
+                    layout=info_layout, style=style,
                 )
-                imgs = [png_image(self.frames[(mname, i, lname)].png) for i in range(len(self.images))]
-                per_layer.append(W.VBox([info, linked_stack(imgs, image_dd, "index")]))
-            pages.append(W.VBox([layer_dd, linked_stack(per_layer, layer_dd, "index")]))
-        body = linked_stack(pages, model_dd, "index")
-        return W.VBox([W.HBox([model_dd, image_dd]), W.HBox([input_view, body])])
+                imgs = [frame_image(self.frames[(mname, i, lname)].png, "unet-edu-fm-frame", shared)
+                        for i in range(len(self.images))]
+                shown = linked_stack(imgs, image_dd, "index", fill)
+                per_layer.append(W.VBox([info, shown], layout=fill))
+            pages.append(W.VBox([layer_dd, linked_stack(per_layer, layer_dd, "index", fill)],
+                                layout=fill))
+        # Beside the input where the column is wide enough, below it on a phone.
+        body = linked_stack(pages, model_dd, "index",
+                            W.Layout(flex="1 1 300px", min_width="0", max_width=f"{BOX_WIDTH}px"))
+        row = W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%")
+        return W.VBox([model_dd, image_dd, W.HBox([input_view, body], layout=row),
+                       frame_style("unet-edu-fm-frame", BOX_WIDTH, box_height),
+                       frame_style("unet-edu-fm-input", input_width, input_width)])
 
     def _max_maps(self) -> int:
         return self._max

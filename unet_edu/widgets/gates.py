@@ -8,14 +8,20 @@ explorer works on the static website too.
 
 from __future__ import annotations
 
+import io
+
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import torch
+from matplotlib import colormaps
+from PIL import Image
 
-from ..viz import figure_to_png
-from .frames import linked_stack, png_image
+from .frames import frame_image, frame_style, linked_stack
 
-__all__ = ["gate_maps_for", "gate_frames", "GateExplorer"]
+__all__ = ["gate_maps_for", "gate_frames", "gate_panels", "GateExplorer"]
+
+GAP = 2  # white pixels between panels
+COLUMNS = 3  # panels per row: three fill the column at over twice the first edition's size
+BOX_WIDTH = 660  # CSS pixels of a frame's box (about 220 per panel; 100 in the first edition)
 
 
 @torch.no_grad()
@@ -38,34 +44,82 @@ def gate_maps_for(model, images: torch.Tensor) -> tuple[torch.Tensor, list[torch
     return pred, maps
 
 
-def gate_frames(model, images: torch.Tensor, masks: torch.Tensor | None = None, dpi: int = 60) -> list[bytes]:
-    """One PNG per image: input, (truth,) prediction and every gate map in a row."""
+def _panel_rgb(img: torch.Tensor, cmap: str, value_range, size: tuple[int, int]) -> torch.Tensor:
+    """One ``(H, W)`` panel as RGB in [0, 1], enlarged (nearest) to ``size`` if smaller."""
+    img = img.detach().float().cpu()
+    lo, hi = value_range if value_range else (float(img.min()), float(img.max()))
+    unit = ((img - lo) / (hi - lo + 1e-8)).clamp(0, 1)
+    if tuple(unit.shape) != size:  # a gate map of a lower level: one cell per pixel it gates
+        unit = torch.nn.functional.interpolate(unit[None, None], size=size, mode="nearest")[0, 0]
+    return torch.from_numpy(colormaps[cmap](unit.numpy())[..., :3]).float()
+
+
+def gate_panels(masks_given: bool, maps) -> list[str]:
+    """The titles of a frame's panels, left to right."""
+    titles = ["input"] + (["true mask"] if masks_given else []) + ["prediction"]
+    return titles + [f"gate, level {i} ({m.shape[-2]}x{m.shape[-1]})" for i, m in enumerate(maps)]
+
+
+def gate_frames(model, images: torch.Tensor, masks: torch.Tensor | None = None) -> list[bytes]:
+    """One small PNG per image: input, (truth,) prediction and every gate map, three a row.
+
+    Panels are drawn at the input's resolution (gate maps of lower levels enlarged without
+    smoothing), two white pixels apart; the page enlarges the whole picture.
+    """
+    if images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"images must be a non-empty batch (N, C, H, W), got shape "
+                         f"{tuple(images.shape)}: pass e.g. x_test[:8]")
+    if masks is not None and len(masks) != len(images):
+        raise ValueError(f"{len(masks)} masks for {len(images)} images: pass one mask per image")
     pred, maps = gate_maps_for(model, images)
+    size = tuple(images.shape[-2:])
     frames = []
     for k in range(len(images)):
-        panels = [("input", images[k, 0].cpu(), "gray", None)]
+        panels = [_panel_rgb(images[k, 0], "gray", None, size)]
         if masks is not None:
-            panels.append(("true mask", masks[k].cpu(), "gray", (0, 1)))
-        panels.append(("prediction", pred[k], "gray", (0, 1)))
-        for i, m in enumerate(maps):
-            side = m.shape[-1]
-            panels.append((f"gate, level {i} ({side}x{side})", m[k], "magma", (0, 1)))
-        fig, axes = plt.subplots(1, len(panels), figsize=(2.1 * len(panels), 2.4))
-        for ax, (title, img, cmap, rng) in zip(axes, panels):
-            lo, hi = rng if rng else (None, None)
-            ax.imshow(img.float().numpy(), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
-            ax.set_axis_off()
-        frames.append(figure_to_png(fig, dpi=dpi))
+            panels.append(_panel_rgb(masks[k], "gray", (0, 1), size))
+        panels.append(_panel_rgb(pred[k], "gray", (0, 1), size))
+        panels += [_panel_rgb(m[k], "magma", (0, 1), size) for m in maps]
+        strip = _tile(panels, COLUMNS)
+        buf = io.BytesIO()
+        Image.fromarray((strip * 255).round().to(torch.uint8).numpy(), mode="RGB").save(
+            buf, format="png", optimize=True)
+        frames.append(buf.getvalue())
     return frames
+
+
+def _tile(panels: list[torch.Tensor], columns: int) -> torch.Tensor:
+    """Panels ``(H, W, 3)`` in rows of ``columns``, ``GAP`` white pixels apart (white fills
+    the last row)."""
+    h, w, _ = panels[0].shape
+    blank = torch.ones(h, w, 3)
+    rows = []
+    for i in range(0, len(panels), columns):
+        row = panels[i:i + columns]
+        row = row + [blank] * (columns - len(row))
+        gap = torch.ones(h, GAP, 3)
+        rows.append(torch.cat([p for panel in row for p in (panel, gap)][:-1], dim=1))
+    gap = torch.ones(GAP, rows[0].shape[1], 3)
+    return torch.cat([p for row in rows for p in (row, gap)][:-1], dim=0)
 
 
 def GateExplorer(model, images: torch.Tensor, masks: torch.Tensor | None = None) -> W.Widget:
     """A slider over ``images`` showing the gate maps of ``model`` for each one."""
     frames = gate_frames(model, images, masks)
+    titles = gate_panels(masks is not None, model.gate_maps())
     slider = W.IntSlider(value=0, min=0, max=len(frames) - 1, description="image",
-                         continuous_update=True)
-    stack = linked_stack([png_image(f) for f in frames], slider)
+                         continuous_update=True, layout=W.Layout(width="100%", max_width="420px"))
+    shared = W.Layout()
+    stack = linked_stack([frame_image(f, "unet-edu-gate-frame", shared) for f in frames], slider,
+                         layout=W.Layout(width="100%"))
+    h, w = images.shape[-2:]
+    rows = -(-len(titles) // COLUMNS)
+    strip_w, strip_h = COLUMNS * w + (COLUMNS - 1) * GAP, rows * h + (rows - 1) * GAP
+    lines = [" &nbsp;|&nbsp; ".join(titles[i:i + COLUMNS]) for i in range(0, len(titles), COLUMNS)]
+    header = W.HTML("<br>".join(f"row {r + 1}: {line}" for r, line in enumerate(lines)))
     note = W.HTML("<small>Bright: the gate lets the encoder's features through; dark: it "
-                  "blocks them. Frames are precomputed, so the slider also works without a kernel.</small>")
-    return W.VBox([slider, stack, note])
+                  "blocks them. Frames are precomputed, so the slider also works without a "
+                  "kernel.</small>")
+    return W.VBox([slider, header, stack, note,
+                   frame_style("unet-edu-gate-frame", BOX_WIDTH,
+                               round(BOX_WIDTH * strip_h / strip_w))])

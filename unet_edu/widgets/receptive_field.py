@@ -13,7 +13,8 @@ The data path is plain functions that tests call:
   one: a per-channel scale and shift never changes which pixels are connected);
 * :func:`default_forward` — how a model is called (a fixed timestep for a diffusion U-Net);
 * :func:`rf_data` — masks, effective fields and sizes for a list of positions;
-* :func:`render_frame` — one frame as PNG bytes (:func:`unet_edu.viz.rf_overlay`);
+* :func:`render_frame` — one frame as a small PNG (:func:`overlay_rgb`);
+* :func:`caption` — the facts of a frame, shown above it;
 * :func:`compute_frames` — every (model, position) frame in advance.
 
 The widget puts the frames into nested stacks linked to the controls in the browser
@@ -23,17 +24,18 @@ one frame per column.  So it responds on the static website too, with no kernel.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import torch
+from PIL import Image
 from torch import nn
 
 from ..models import DiffusionUNet, NaiveCNN, UNet2015
-from ..receptive_field import effective_receptive_field, erf_extent, erf_std, exact_receptive_field, rf_extent
-from ..viz import figure_to_png, rf_overlay
-from .frames import linked_stack, png_image
+from ..receptive_field import (effective_receptive_field, erf_extent, erf_std,
+                               exact_receptive_field, rf_extent)
+from .frames import frame_image, frame_style, html_style, linked_stack
 
 __all__ = [
     "position_grid",
@@ -41,7 +43,9 @@ __all__ = [
     "default_forward",
     "RFData",
     "rf_data",
+    "overlay_rgb",
     "render_frame",
+    "caption",
     "compute_frames",
     "ReceptiveFieldExplorer",
 ]
@@ -51,7 +55,8 @@ def position_grid(height: int, width: int, n: int = 8) -> list[list[tuple[int, i
     """``n x n`` output positions spread evenly over a ``height x width`` map, as rows of
     ``(row, col)`` pairs; the first and last rows and columns touch the borders."""
     if n < 1 or n > min(height, width):
-        raise ValueError(f"n must lie in 1..{min(height, width)} for a {height}x{width} map, got {n}")
+        raise ValueError(f"n must lie in 1..{min(height, width)} for a {height}x{width} map, "
+                         f"got {n}")
 
     def spread(size):
         if n == 1:
@@ -74,9 +79,11 @@ def exact_twin(model: nn.Module) -> nn.Module:
     if isinstance(model, NaiveCNN):
         return NaiveCNN(cfg["in_channels"], hidden=1, depth=cfg["depth"], out_channels=1)
     if isinstance(model, UNet2015):
-        return UNet2015(cfg["in_channels"], 1, (1,) * len(cfg["features"]), cfg["padding"], cfg["skip"])
+        return UNet2015(cfg["in_channels"], 1, (1,) * len(cfg["features"]), cfg["padding"],
+                        cfg["skip"])
     if isinstance(model, DiffusionUNet):
-        twin = DiffusionUNet(**{**cfg, "time_conditioning": False, "num_classes": None, "context_dim": None})
+        twin = DiffusionUNet(**{**cfg, "time_conditioning": False, "num_classes": None,
+                                "context_dim": None})
         _copy_removed_attention(model, twin)
         return twin
     return model
@@ -145,22 +152,51 @@ def rf_data(model: nn.Module, erf_inputs: torch.Tensor, positions, *, forward=No
         if not bool(torch.isfinite(erf).all()):  # no gradient at all (e.g. every ReLU dead here)
             erf, side, sigma = torch.zeros_like(erf), 0, 0.0
         else:
-            side = min(erf_extent(erf, 0.95), max(erf.shape))  # the 95% square, clipped to the image
+            # the 95% square, clipped to the image
+            side = min(erf_extent(erf, 0.95), max(erf.shape))
             sigma = erf_std(erf)
         out.append(RFData(pos, mask, rf_extent(mask), int(mask.sum()), erf, side, sigma))
     return out
 
 
-def render_frame(image: torch.Tensor, data: RFData, title: str | None = None, size: float = 2.6,
-                 dpi: int = 60) -> bytes:
-    """One frame as PNG bytes: the image, the exact field outlined, the effective one as heat."""
-    fig, ax = plt.subplots(figsize=(size, size))
+def overlay_rgb(image: torch.Tensor, data: RFData, scale: int = 4) -> torch.Tensor:
+    """The image with the fields drawn on it, ``(H * scale, W * scale, 3)`` in [0, 1].
+
+    The image is shown in grey, the effective field as red-yellow heat on top, the exact
+    field's border as a one-pixel cyan line (drawn on the ``scale`` times finer grid, so it
+    runs between image pixels) and the chosen output pixel in green.
+    """
+    img = image.detach().float().cpu().squeeze()
+    img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+    heat = data.erf.detach().float().cpu()
+    heat = heat / (heat.max() + 1e-12)
+    grey = 0.75 * img
+    rgb = torch.stack([grey + heat, grey + 0.8 * heat * heat, grey], dim=-1).clamp(0, 1)
+    r, c = data.position
+    rgb[r, c] = torch.tensor([0.2, 1.0, 0.2])
+    rgb = rgb.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    mask = data.mask.detach().cpu().bool().repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    padded = torch.nn.functional.pad(mask[None, None].float(), (1, 1, 1, 1))[0, 0].bool()
+    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    border = mask & ~inner  # mask pixels with a neighbour outside the field (or the image)
+    rgb[border] = torch.tensor([0.0, 0.9, 1.0])
+    return rgb
+
+
+def render_frame(image: torch.Tensor, data: RFData, scale: int = 4) -> bytes:
+    """One frame as a small PNG (:func:`overlay_rgb`); the page enlarges it further."""
+    rgb = (overlay_rgb(image, data, scale) * 255).round().to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buf, format="png", optimize=True)
+    return buf.getvalue()
+
+
+def caption(data: RFData, model_name: str | None = None) -> str:
+    """The facts of a frame as a line of HTML."""
     h, w = data.size
-    caption = f"pixel {data.position}: field {h}x{w}\neffective (95%): {data.erf_size}x{data.erf_size}"
-    rf_overlay(image, data.mask, data.erf, data.position, ax=ax,
-               title=caption if title is None else f"{title}\n{caption}")
-    ax.title.set_fontsize(8)
-    return figure_to_png(fig, dpi=dpi)
+    name = f"<b>{model_name}</b>, " if model_name else ""
+    return (f"{name}output pixel {data.position}: exact field {h} x {w} "
+            f"(cyan outline), effective field (95%) {data.erf_size} x {data.erf_size} (heat)")
 
 
 def compute_frames(models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None,
@@ -170,6 +206,12 @@ def compute_frames(models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=
     ``image`` ``(C, H, W)`` or ``(H, W)`` is what the frames show; ``erf_inputs`` defaults to
     that image alone.  ``render=False`` skips the PNGs (``None``) for a quick look at the data.
     """
+    if image.dim() not in (2, 3) or image.numel() == 0:
+        raise ValueError(f"image must be one picture (C, H, W) or (H, W), got shape "
+                         f"{tuple(image.shape)}: pass e.g. x_test[0], not a batch")
+    if erf_inputs is not None and len(erf_inputs) == 0:
+        raise ValueError("erf_inputs is an empty batch: pass at least one image, e.g. "
+                         "noisy_test[:4], or leave it out to use the image itself")
     img = image if image.dim() == 3 else image[None]
     batch = img[None] if erf_inputs is None else erf_inputs
     grid = position_grid(img.shape[-2], img.shape[-1], n)
@@ -177,7 +219,7 @@ def compute_frames(models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=
     frames = {}
     for name, model in models.items():
         data = rf_data(model, batch, flat, forward=forward)
-        cells = [(render_frame(img[0], d, name) if render else None, d) for d in data]
+        cells = [(render_frame(img[0], d) if render else None, d) for d in data]
         frames[name] = [cells[i * n : (i + 1) * n] for i in range(n)]
     return frames
 
@@ -190,7 +232,8 @@ class ReceptiveFieldExplorer:
     all computed when the explorer is built).  Display the explorer (or its ``.widget``).
     """
 
-    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None):
+    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None,
+                 forward=None):
         if not models:
             raise ValueError("ReceptiveFieldExplorer needs at least one model")
         self.frames = compute_frames(models, image, n, erf_inputs=erf_inputs, forward=forward)
@@ -200,20 +243,37 @@ class ReceptiveFieldExplorer:
 
     def _build(self) -> W.Widget:
         n = self.n
-        model_box = W.Dropdown(options=self.names, index=0, description="model")
-        row = W.IntSlider(min=0, max=n - 1, value=n // 2, description="row", continuous_update=True)
-        col = W.IntSlider(min=0, max=n - 1, value=n // 2, description="column", continuous_update=True)
+        wide = W.Layout(width="100%", max_width="420px")
+        model_box = W.Dropdown(options=self.names, index=0, description="model", layout=wide)
+        row = W.IntSlider(min=0, max=n - 1, value=n // 2, description="row", continuous_update=True,
+                          layout=wide)
+        col = W.IntSlider(min=0, max=n - 1, value=n // 2, description="column",
+                          continuous_update=True, layout=wide)
+        shared = W.Layout()  # one layout for every picture: a smaller saved page
+        fill = W.Layout(width="100%")  # one for every stack and frame: they span the column
+        line = W.Layout(min_height="3.2em")
+        style = html_style()
         pages = []
         for name in self.names:
-            rows = [linked_stack([png_image(png) for png, _ in cells], col) for cells in self.frames[name]]
-            pages.append(linked_stack(rows, row))
-        view = linked_stack(pages, model_box, trait="index")
+            rows = []
+            for cells in self.frames[name]:
+                frames = [W.VBox([W.HTML(caption(d, name), layout=line, style=style),
+                                  frame_image(png, "unet-edu-rf-frame", shared)], layout=fill)
+                          for png, d in cells]
+                rows.append(linked_stack(frames, col, "value", fill))
+            pages.append(linked_stack(rows, row, "value", fill))
+        view = linked_stack(pages, model_box, trait="index", layout=fill)
+        h, w = self.frames[self.names[0]][0][0][1].mask.shape
         note = W.HTML(
             f"<small>Output pixels on an {n}x{n} grid; every frame is computed in advance, so "
-            "the controls also work on the static page. Red outline: exact receptive field; "
-            "heat: effective receptive field (gradient magnitude).</small>"
+            "the controls also work on the static page. Cyan outline: exact receptive field; "
+            "heat: effective receptive field (gradient magnitude); green: the output pixel."
+            "</small>"
         )
-        return W.VBox([W.HBox([model_box]), row, col, view, note])
+        # 336 CSS pixels for a 28-pixel image: twice the first edition's 156.
+        side = 336
+        return W.VBox([model_box, row, col, view, note,
+                       frame_style("unet-edu-rf-frame", side, round(side * h / w))])
 
     def _ipython_display_(self):
         from IPython.display import display
