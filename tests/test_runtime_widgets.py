@@ -50,9 +50,9 @@ def test_compact_png_keeps_the_resolution_and_quantises():
 
     ramp = torch.linspace(0, 1, 64).repeat(8, 1)
     grey = Image.open(io.BytesIO(compact_png(ramp)))
-    assert grey.size == (64, 8) and grey.mode == "L" and len(set(grey.getdata())) == 64
+    assert grey.size == (64, 8) and grey.mode == "L" and len(set(grey.tobytes())) == 64
     four = Image.open(io.BytesIO(compact_png(ramp, levels=4)))
-    assert four.mode == "P" and len(set(four.convert("L").getdata())) == 4
+    assert four.mode == "P" and len(set(four.convert("L").tobytes())) == 4
     colour = Image.open(io.BytesIO(compact_png(ramp, cmap="viridis"))).convert("RGB")
     assert colour.getpixel((0, 0)) != colour.getpixel((63, 0))
     with pytest.raises(ValueError, match="one channel"):

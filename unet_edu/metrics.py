@@ -30,13 +30,14 @@ import torch
 from scipy import linalg
 from torch import nn
 
+from .models.config import RecordsConfig
 from .runtime import eval_mode
 
 __all__ = ["DigitClassifier", "frechet_distance", "gaussian_frechet_distance", "classifier_features",
            "feature_statistics", "evaluate_sampler", "SamplerScore"]
 
 
-class DigitClassifier(nn.Module):
+class DigitClassifier(RecordsConfig, nn.Module):
     """A small CNN for 28x28 digits in [0, 1]: three conv stages, a 64-d feature layer, 10 logits.
 
     ``features(x)`` returns the 64-dimensional vector (after ReLU) that the Fréchet distance
@@ -45,7 +46,6 @@ class DigitClassifier(nn.Module):
 
     def __init__(self, width: int = 32, feature_dim: int = 64, num_classes: int = 10):
         super().__init__()
-        self.config = dict(width=width, feature_dim=feature_dim, num_classes=num_classes)
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),          # 14x14

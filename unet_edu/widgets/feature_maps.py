@@ -30,6 +30,7 @@ from torchvision.utils import make_grid
 
 from ..models import NaiveCNN, UNet2015
 from ..receptive_field import exact_receptive_field, rf_extent
+from ..runtime import eval_mode
 from .frames import compact_png, frame_image, frame_style, html_style, linked_stack
 
 GRID_COLUMNS = 4  # feature maps per row of a frame
@@ -172,11 +173,8 @@ def compute_frames(models: dict, images: torch.Tensor, layers: dict | None = Non
     """
     frames = {}
     for mname, model in models.items():
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             maps = layer_maps(model, images.to(_device(model)))
-        model.train(was_training)
         chosen = (layers or {}).get(mname) or list(maps)
         unknown = [n for n in chosen if n not in maps]
         if unknown:
@@ -292,8 +290,8 @@ class FeatureMapExplorer:
                     f"<b>{lname}</b> ({describe(lname)}): shape {tuple(f0.shape)} "
                     f"(channels x height x width), receptive field of the centre pixel "
                     f"{f0.receptive_field} x {f0.receptive_field} input pixels"
-                    + (f"; showing the first {min(f0.shape[0], self._max_maps())} channels"
-                       if f0.shape[0] > self._max_maps() else ""),
+                    + (f"; showing the first {min(f0.shape[0], self._max)} channels"
+                       if f0.shape[0] > self._max else ""),
                     layout=info_layout, style=style,
                 )
                 imgs = [frame_image(self.frames[(mname, i, lname)].png, "unet-edu-fm-frame", shared)
@@ -309,9 +307,6 @@ class FeatureMapExplorer:
         return W.VBox([model_dd, image_dd, W.HBox([input_view, body], layout=row),
                        frame_style("unet-edu-fm-frame", BOX_WIDTH, box_height),
                        frame_style("unet-edu-fm-input", input_width, input_width)])
-
-    def _max_maps(self) -> int:
-        return self._max
 
     @property
     def widget(self) -> W.Widget:

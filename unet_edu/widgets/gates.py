@@ -15,6 +15,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
+from ..runtime import eval_mode
 from .frames import frame_image, frame_style, linked_stack
 
 __all__ = ["gate_maps_for", "gate_frames", "gate_panels", "GateExplorer"]
@@ -33,14 +34,10 @@ def gate_maps_for(model, images: torch.Tensor) -> tuple[torch.Tensor, list[torch
     """
     if not getattr(model, "config", {}).get("gates", False):
         raise ValueError("gate_maps_for needs an AttentionUNet built with gates=True")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         device = next(model.parameters()).device
         pred = model(images.to(device)).argmax(1).cpu()
         maps = [a[:, 0].cpu() for a in model.gate_maps()]
-    finally:
-        model.train(was_training)
     return pred, maps
 
 
