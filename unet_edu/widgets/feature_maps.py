@@ -276,7 +276,8 @@ class FeatureMapExplorer:
         input_width = min(320, max(192, 2 * side))  # twice the first edition's 96 px (or 1:1)
         columns = min(GRID_COLUMNS, self._max)
         box_height = round(BOX_WIDTH * rows / columns * self.images.shape[-2] / side)
-        info_layout = W.Layout(min_height="3.2em")
+        # Tall enough for the longest caption (four lines in the 480 px box): no jump between models.
+        info_layout = W.Layout(min_height="6.4em")
         style = html_style()
         pages = []
         for mname in names:
