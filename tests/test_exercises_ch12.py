@@ -1,18 +1,5 @@
-import pytest
-
 from unet_edu.exercises import chapter1 as c1
 from unet_edu.exercises import chapter2 as c2
-
-
-@pytest.fixture
-def grade(capsys):
-    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
-    def run(check, *args, **kwargs):
-        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
-        out = capsys.readouterr().out
-        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
-        return out.startswith("Correct: ")
-    return run
 
 
 def test_chapter1_checkers(grade):

@@ -5,17 +5,6 @@ from unet_edu.exercises import chapter4 as ch4
 from unet_edu.receptive_field import layer_table
 
 
-@pytest.fixture
-def grade(capsys):
-    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
-    def run(check, *args, **kwargs):
-        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
-        out = capsys.readouterr().out
-        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
-        return out.startswith("Correct: ")
-    return run
-
-
 def test_chain_rf_matches_hand_computation():
     assert ch3.chain_rf([3] * 5) == 11
     assert ch3.chain_rf([3, 2, 3], [1, 2, 1]) == 3 + 1 + 4

@@ -1,6 +1,5 @@
 """Chapter 6 measuring tools and checkers."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -10,17 +9,6 @@ from unet_edu.exercises.chapter6 import (
     check_unetpp_nodes, check_volume_memory_ratio, count_flops,
 )
 from unet_edu.models import UNet3D
-
-
-@pytest.fixture
-def grade(capsys):
-    """Run a checker; check it prints one verdict and returns None; True when it says Correct."""
-    def run(check, *args, **kwargs):
-        assert check(*args, **kwargs) is None  # a bare True/False would show up under the verdict
-        out = capsys.readouterr().out
-        assert out.startswith(("Correct: ", "Not yet: ")) and out.count("\n") == 1, out
-        return out.startswith("Correct: ")
-    return run
 
 
 def test_count_flops_matches_hand_count_and_works_on_meta():

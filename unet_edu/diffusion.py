@@ -58,17 +58,25 @@ def _check_whole(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _one_integer_per_image(v, batch: int, where: str, what: str, fix_dtype: str,
+                           expected: str, fix_shape: str = "") -> torch.Tensor:
+    """``v`` as ``batch`` integers, one per image (a single number stands for every image)."""
+    v = torch.as_tensor(v)
+    if v.is_floating_point() or v.dtype == torch.bool or v.is_complex():
+        raise ValueError(f"{where}: {what} must be integers, got dtype {v.dtype}; {fix_dtype}")
+    if v.dim() == 0:
+        v = v.expand(batch)
+    if v.shape != (batch,):
+        raise ValueError(f"{where}: {expected}, got shape {tuple(v.shape)}"
+                         + (f"; {fix_shape}" if fix_shape else ""))
+    return v
+
+
 def _check_timestep_tensor(t, batch: int, num_steps: int, where: str) -> torch.Tensor:
     """``t``: integer timesteps in ``[0, num_steps)``, a number or one per image."""
-    t = torch.as_tensor(t)
-    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{where}: timesteps t must be integers, got dtype {t.dtype}; "
-                         f"use t.long() (or torch.randint for random steps)")
-    if t.dim() == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"{where}: t must be one timestep per image, shape ({batch},), got "
-                         f"shape {tuple(t.shape)}")
+    t = _one_integer_per_image(t, batch, where, "timesteps t",
+                               "use t.long() (or torch.randint for random steps)",
+                               f"t must be one timestep per image, shape ({batch},)")
     if batch and (t.min() < 0 or t.max() > num_steps - 1):
         raise ValueError(
             f"{where}: timesteps must lie in 0..{num_steps - 1} for this {num_steps}-step "
@@ -99,15 +107,9 @@ def _check_labels(model, y, batch: int, where: str, fix_batch: str) -> torch.Ten
         raise ValueError(
             f"{where}: got class labels y, but the model is unconditional (num_classes="
             f"{n!r}); call it without y, or train a model built with num_classes=<classes>")
-    y = torch.as_tensor(y)
-    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{where}: class labels y must be integers, got dtype {y.dtype} "
-                         f"(values would be truncated); use y.long()")
-    if y.dim() == 0:
-        y = y.expand(batch)
-    if y.shape != (batch,):
-        raise ValueError(f"{where}: y must hold one label per image, {batch} in all, got shape "
-                         f"{tuple(y.shape)}; {fix_batch}")
+    y = _one_integer_per_image(y, batch, where, "class labels y",
+                               "values would be truncated; use y.long()",
+                               f"y must hold one label per image, {batch} in all", fix_batch)
     if batch and (y.min() < 0 or y.max() > n):
         raise ValueError(f"{where}: labels must lie in 0..{n - 1} (or {n} for 'no label'), got "
                          f"{y.min().item()}..{y.max().item()}")
