@@ -114,8 +114,9 @@ class ResBlock(nn.Module):
     shift ``beta``; ``h = conv2(dropout(SiLU(GN(h) * (1 + gamma) + beta)))``; output ``x' + h``
     where ``x'`` is ``x`` itself or a 1x1 convolution when the channel count changes.
 
-    ``time_mode="add"`` replaces scale-shift by plain addition, ``h = GN(h) + beta`` (the DDPM
-    paper's choice), so the two can be compared.  ``emb_dim=None`` builds a block without
+    ``time_mode="add"`` replaces scale-shift by plain addition at the same place,
+    ``h = GN(h) + beta``, so that the two differ only in the gain.  (DDPM's own block adds the
+    embedding earlier, before the second GroupNorm, and zero-initialises ``conv2``.)  ``emb_dim=None`` builds a block without
     conditioning (the ablation of chapter 4).
     """
 
