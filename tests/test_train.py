@@ -131,3 +131,34 @@ def test_live_loss_plot_outside_a_notebook_only_records():
     assert live.history.losses == [0.5, 0.25]
     with pytest.raises(ValueError, match="at least 1"):
         LiveLossPlot(every=0)
+
+
+def test_bf16_and_channels_last_train_and_keep_float32_weights(tmp_path):
+    m = _model()
+    ref = fit(_model(), _loss, _data(), steps=40, batch_size=16, lr=3e-3, progress=False)
+    hist = fit(m, _loss, _data(), steps=40, batch_size=16, lr=3e-3, progress=False,
+               precision="bf16", channels_last=True, checkpoint=tmp_path / "cl.safetensors")
+    assert sum(hist.losses[-10:]) < sum(hist.losses[:10])
+    assert hist.losses != ref.losses  # the autocast really ran in bf16
+    assert abs(sum(hist.losses[-10:]) - sum(ref.losses[-10:])) < 0.25 * sum(ref.losses[-10:])
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    fresh = _model()
+    load_checkpoint(tmp_path / "cl.safetensors", fresh)  # NHWC weights saved as plain tensors
+    for a, b in zip(fresh.parameters(), m.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_bf16_attention_on_the_cpu_runs_its_softmax_in_float32():
+    from unet_edu.blocks import SelfAttention
+
+    torch.manual_seed(0)
+    att = SelfAttention(16, num_heads=2, norm_groups=4)
+    x = torch.randn(2, 16, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = att(x)
+    torch.testing.assert_close(out.float(), att(x), rtol=0.05, atol=0.05)
+
+
+def test_unknown_precision_names_the_choices():
+    with pytest.raises(ValueError, match="'fp32'.*'bf16'"):
+        fit(_model(), _loss, _data(), steps=1, precision="fp16", progress=False)

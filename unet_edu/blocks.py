@@ -173,6 +173,21 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, c // heads).transpose(1, 2)
 
 
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` by :func:`~torch.nn.functional.scaled_dot_product_attention`.
+
+    On the CPU it always runs in float32, also under bf16 autocast: there the fused CPU kernel
+    is about twice as slow in bf16 as in float32 (appendix "How fast is it?"), and a float32
+    softmax is the more accurate one anyway.  On a GPU the bf16 kernel is the fast one, so the
+    dtype is left to autocast.
+    """
+    if q.device.type == "cpu" and q.dtype != torch.float32:
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 def _check_heads(channels: int, heads: int, where: str) -> None:
     if heads < 1 or channels % heads:
         options = [h for h in range(1, channels + 1) if channels % h == 0 and h <= 16]
@@ -204,7 +219,7 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
         q, k, v = (_split_heads(z, self.num_heads) for z in self.qkv(tokens).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, C/heads)
+        out = _attend(q, k, v)  # (B, heads, H*W, C/heads)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.transpose(1, 2).view(b, c, h, w)
 
@@ -236,7 +251,7 @@ class CrossAttention(nn.Module):
             )
         q = _split_heads(self.to_q(self.norm(x).flatten(2).transpose(1, 2)), self.num_heads)
         k, v = (_split_heads(z, self.num_heads) for z in self.to_kv(context).chunk(2, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = _attend(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.transpose(1, 2).view(b, c, h, w)
 
