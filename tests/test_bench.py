@@ -108,3 +108,53 @@ def test_committed_table_is_generated_from_the_committed_results(path):
     assert (path.with_suffix(".md")).read_text() == bench.markdown_table(res)
     for config in ("mnist28", "rgb32"):
         assert config in res["configs"]
+
+
+def test_flop_count_includes_the_cpu_attention_kernel():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tools.bench.measure import _CPU_ATTENTION
+
+    q = torch.randn(2, 4, 16, 8, requires_grad=True)
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
+    product = 2 * 2 * 4 * 16 * 16 * 8  # one (16 x 8) @ (8 x 16) per head; multiply-add = 2
+    # forward: q k^T and (softmax) v; backward: q k^T again, then dV, dP, dQ and dK
+    assert counter.get_total_flops() == 7 * product
+
+
+def test_full_run_reports_flops_and_the_gemm_peak(tmp_path, one_thread):
+    res = bench.run_benchmark(configs=("tiny",), models=("ours",), repeats=1, memory="off",
+                              sample_images=1, sample_steps=1, log=lambda *a: None)
+    rec = res["configs"]["tiny"]["models"]["ours"]
+    assert rec["train_flop"] > 1e7 and rec["train_flop_per_s"] > 0
+    assert res["meta"]["matmul_flop_per_s"]["float32"] > 1e9
+    table = bench.markdown_table(res)
+    assert "GFLOP/s" in table
+    if len(bench.configs.cpu_variants()) > 1:  # a CPU with native bf16: both rows, one verdict
+        assert set(res["configs"]["tiny"]["models"]) == {"ours", "ours/bf16"}
+
+
+def test_precision_study_trains_both_precisions_and_reports_mean_and_sd(monkeypatch, one_thread):
+    from tools.bench import precision
+
+    def tiny():
+        return bench.build("ours", "tiny")
+
+    monkeypatch.setitem(precision.MODELS, "tiny", ("tiny network", tiny))
+    monkeypatch.setattr(precision, "mnist", lambda split: _small_digits())
+    res = precision.run(models=("tiny",), seeds=(0, 1), steps=10, batch=4, log=lambda *a: None)
+    s = precision.summary(res)["tiny"]
+    assert s["speedup"] > 0 and all(v > 0 for v in s["images_per_s"].values())
+    for mean, sd in s["loss"].values():
+        assert 0 < mean < 10 and sd >= 0
+    table = precision.markdown_table(res)
+    assert "| tiny network | bf16 | 2 |" in table and "±" in table
+
+
+def _small_digits():
+    from unet_edu.data import Digits
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.interpolate(torch.rand(16, 1, 28, 28, generator=g), size=8)
+    return Digits(images, torch.randint(0, 10, (16,), generator=g), "random")

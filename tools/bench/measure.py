@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from unet_edu.diffusion import NoiseSchedule, ddim_sample
 from unet_edu.models import count_parameters
@@ -28,7 +29,8 @@ from unet_edu.runtime import eval_mode
 
 from .. import _cli
 from . import configs as _configs
-from .configs import CONFIGS, CUDA_VARIANTS, EAGER, LABELS, OURS, PEERS, Variant, build, version
+from .configs import (CONFIGS, CUDA_VARIANTS, EAGER, LABELS, OURS, PEERS, Variant, build,
+                      cpu_variants, version)
 from .report import ratios
 
 __all__ = ["run_benchmark", "measure_memory"]
@@ -71,6 +73,7 @@ class _Entry:
     runner: _Runner
     optimizer: torch.optim.Optimizer
     params: int
+    flop: int | None = None  # of one training step
     times: dict = field(default_factory=lambda: {k: [] for k in KINDS})
     cpu_times: dict = field(default_factory=lambda: {k: [] for k in KINDS})
 
@@ -97,6 +100,41 @@ def _infer(entry: _Entry, x, t) -> None:
 def _sample(entry: _Entry, schedule, shape, steps, seed) -> None:
     ddim_sample(entry.runner, schedule, shape, steps=steps, progress=False,
                 generator=torch.Generator().manual_seed(seed))
+
+
+def _cpu_attention_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the GPU attention kernels but not the CPU one: without these two
+# entries the attention's matrix products would count as zero.
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flop,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        _cpu_attention_backward_flop,
+}
+
+
+def step_flops(entry: _Entry, x0, t, noise, a, b) -> int:
+    """Floating-point operations of one training step (forward and backward; a multiply-add
+    counts as 2), counted by :class:`~torch.utils.flop_counter.FlopCounterMode`."""
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+        _train_step(entry, x0, t, noise, a, b)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square matrix product: what this device's GEMM reaches, the ceiling a
+    network made of convolutions and linear layers can approach."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b, device, 1)[0] for _ in range(repeats))
+    return 2 * n**3 / best  # a multiply-add counts 2, as in the step's count
 
 
 def _timed(fn, device, inner: int) -> tuple[float, float]:
@@ -309,6 +347,27 @@ def _time_interleaved(entries, jobs: dict, warmup: int, repeats: int, on_cuda: b
             for e in entries))
 
 
+def _peaks(dev: torch.device, variants) -> dict:
+    dtypes = {"float32": torch.float32}
+    if any(v.bf16 for v in variants):
+        dtypes["bfloat16"] = torch.bfloat16
+    return {name: matmul_peak(dev, dtype) for name, dtype in dtypes.items()}
+
+
+def _count_flops(entries, config: str, batch: int, dev, schedule) -> None:
+    """Each entry's FLOPs per training step (uncompiled: the counter cannot see inside a
+    compiled graph, and compiling does not change the arithmetic)."""
+    image = CONFIGS[config]["image"]
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch, *image, generator=gen).to(dev)
+    t = torch.randint(0, 1000, (batch,), generator=gen).to(dev)
+    a_bar = schedule.at(schedule.alphas_cumprod, t.cpu(), x0)
+    for e in entries:
+        if e.variant.compile:
+            continue
+        e.flop = step_flops(e, x0, t, torch.randn_like(x0), a_bar.sqrt(), (1 - a_bar).sqrt())
+
+
 def _memory(models, config: str, device: str, batch: int, memory: str, meta: dict) -> dict:
     """Peak memory per model (``memory``: "subprocess", "inline" or "off")."""
     mem = {}
@@ -335,6 +394,8 @@ def _record(e: _Entry, config: str, batch: int, scale: float, mem: dict) -> dict
         "build": {k: list(v) if isinstance(v, tuple) else v for k, v in build_args.items()},
         "batch": batch,
         "train_images_per_s": batch / tr if tr else None,
+        "train_flop": e.flop,
+        "train_flop_per_s": e.flop / tr if tr and e.flop else None,
         "infer_images_per_s": batch / inf if inf else None,
         "sample_s_64x50": smp * scale if smp else None,
         "train_images_per_cpu_s": batch / ctr if ctr else None,
@@ -358,7 +419,7 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"),
     dev = torch.device(device)
     on_cuda = dev.type == "cuda"
     if variants is None:
-        variants = CUDA_VARIANTS if on_cuda else (EAGER,)
+        variants = CUDA_VARIANTS if on_cuda else ((EAGER,) if quick else cpu_variants())
     if on_cuda:
         torch.backends.cudnn.benchmark = True  # let cuDNN pick the fastest kernels, for every model
     warmup = 1 if quick else (3 if on_cuda else 2)
@@ -367,6 +428,7 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"),
     schedule = NoiseSchedule("linear")
     results = {"meta": _meta(dev, repeats, warmup, inner, quick), "skipped": skipped,
                "configs": {}}
+    peaks = {} if quick else _peaks(dev, variants)
     for config in configs:
         cfg = CONFIGS[config]
         b = batch or cfg["batch"]["cuda" if on_cuda else "cpu"]
@@ -377,6 +439,8 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"),
         s_images, s_steps = sample_images or n, sample_steps or k
         jobs = _jobs(config, b, dev, schedule, (s_images, s_steps), inner)
         _time_interleaved(entries, jobs, warmup, repeats, on_cuda, log)
+        if not quick:
+            _count_flops(entries, config, b, dev, schedule)
         mem = _memory(wanted, config, device, b, memory, results["meta"])
         scale = (FULL_IMAGES / s_images) * (FULL_STEPS / s_steps)
         out_models = {}
@@ -394,4 +458,7 @@ def run_benchmark(device: str = "cpu", configs=("mnist28", "rgb32"),
             log(f"  ours vs {peer}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()
                                                   if isinstance(v, float)))
     results["meta"]["load_average_after"] = _load()
+    if not quick:  # measured before and after the models; the better of the two is the peak
+        after = _peaks(dev, variants)
+        results["meta"]["matmul_flop_per_s"] = {k: max(v, after[k]) for k, v in peaks.items()}
     return results

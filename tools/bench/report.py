@@ -72,16 +72,36 @@ def _preamble(meta: dict, skipped: dict) -> list[str]:
                   "used. With one torch thread the CPU time is the time the work takes on an idle "
                   "core, whatever else runs on the machine, so the ratios use it; wall-clock "
                   "throughput also counts the time spent waiting for other programs.", ""]
+    peaks = meta.get("matmul_flop_per_s")
+    if peaks:
+        lines += ["GEMM peak (a 2048 x 2048 matrix product, best of 10 before and 10 after the models): "
+                  + ", ".join(f"{v / 1e9:.0f} GFLOP/s in {k}" for k, v in peaks.items()) + ".",
+                  ""]
     if meta.get("memory_method"):
         lines += [f"Peak memory of a training step: {meta['memory_method']}.", ""]
     lines += [f"* {name}" for name in skipped.values()]
     return lines + ([""] if skipped else [])
 
 
-def _models_table(res: dict, cpu: bool) -> list[str]:
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _flop_rate(rec: dict, peaks: dict) -> str:
+    """A training step's GFLOP/s, and the share of the GEMM peak in the variant's dtype."""
+    rate = rec.get("train_flop_per_s")
+    if not rate:
+        return "n/a"
+    dtype = _DTYPES.get(rec["variant"].partition("+")[0], "float32")
+    peak = peaks.get(dtype)
+    return f"{rate / 1e9:.0f}" + (f" ({rate / peak:.0%})" if peak else "")
+
+
+def _models_table(res: dict, cpu: bool, peaks: dict | None = None) -> list[str]:
     """One row per model (and variant): throughputs, sampling time, peak memory."""
-    head = ("| model | variant | parameters | train, images/s | inference, images/s "
-            "| DDIM-50, 64 images, s |")
+    flops = any(rec.get("train_flop") for rec in res["models"].values())
+    head = ("| model | variant | parameters | train, images/s "
+            + ("| train, GFLOP/s (share of GEMM peak) " if flops else "")
+            + "| inference, images/s | DDIM-50, 64 images, s |")
     if cpu:
         head += (" train, images per CPU-s | inference, images per CPU-s "
                  "| DDIM-50, 64 images, CPU-s |")
@@ -92,7 +112,8 @@ def _models_table(res: dict, cpu: bool) -> list[str]:
         mem = mem if mem and mem > 0 else None
         row = (f"| {rec['label']} | {rec['variant']} | {rec['parameters']:,} | "
                f"{_fmt(rec['train_images_per_s'], '.1f')} | "
-               f"{_fmt(rec['infer_images_per_s'], '.1f')} | "
+               + (f"{_flop_rate(rec, peaks or {})} | " if flops else "")
+               + f"{_fmt(rec['infer_images_per_s'], '.1f')} | "
                f"{_fmt(rec['sample_s_64x50'], '.1f')} |")
         if cpu:
             row += (f" {_fmt(rec.get('train_images_per_cpu_s'), '.1f')} | "
@@ -127,7 +148,28 @@ def _ratios_table(res: dict, basis: str) -> list[str]:
         lines.append(f"| {label} | {r['parameters']:.3f} | {_fmt(r['train'], '.2f')} | "
                      f"{_fmt(r['inference'], '.2f')} | {_fmt(r['sampling'], '.2f')} | "
                      f"{_fmt(r['memory'], '.2f')} |")
-    return lines
+    return lines + _fastest_lines(res["models"])
+
+
+def _fastest_lines(models: dict) -> list[str]:
+    """With several variants: each network's fastest training step, ours against each peer's."""
+    best = {}
+    for key, rec in models.items():
+        name = key.partition("/")[0]
+        rate = rec.get("train_images_per_s")
+        if rate and rate > best.get(name, (0, ""))[0]:
+            best[name] = (rate, rec["variant"])
+    if len({rec["variant"] for rec in models.values()}) < 2:
+        return []
+    lines = []
+    for mine in (m for m in OURS if m in best):
+        for peer in (p for p in best if p not in OURS):
+            if mine == "ours_heads8" and peer != "diffusers":
+                continue
+            (o, ov), (p_, pv) = best[mine], best[peer]
+            lines.append(f"* {LABELS[mine]} ({ov}, {o:.1f} images/s) vs {LABELS[peer]} "
+                         f"({pv}, {p_:.1f} images/s): **{o / p_:.2f}x**")
+    return ["", "Training, each network in its fastest variant:", ""] + lines if lines else []
 
 
 def markdown_table(results: dict) -> str:
@@ -143,7 +185,13 @@ def markdown_table(results: dict) -> str:
             lines += [f"Sampling: {sm['measured_images']} images with {sm['measured_steps']} DDIM "
                       f"steps were timed and the time scaled linearly to {s['reported_images']} "
                       f"images with {s['reported_steps']} steps.", ""]
-        lines += _models_table(res, basis == "cpu") + [""]
+        lines += _models_table(res, basis == "cpu", meta.get("matmul_flop_per_s")) + [""]
+        flop = {rec["label"]: rec["train_flop"] for rec in res["models"].values()
+                if rec.get("train_flop")}
+        if flop:
+            lines += [f"GFLOP per training step of batch {res['batch']} (forward and backward, "
+                      "a multiply-add counts 2, counted by `torch.utils.flop_counter`): "
+                      + "; ".join(f"{k} {v / 1e9:.1f}" for k, v in flop.items()) + ".", ""]
         lines += _build_lines(res) + [""]
         lines += _ratios_table(res, basis) + [""]
     return "\n".join(lines)
@@ -156,9 +204,10 @@ def plot_results(results: dict, path) -> None:
 
     configs = [c for c, r in results["configs"].items() if r["ratios"]]
     panels = max(1, len(configs))
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.4), squeeze=False)
+    # One panel per configuration, stacked, so the figure keeps the page's column width.
+    fig, axes = plt.subplots(panels, 1, figsize=(7.5, 3.3 * panels), squeeze=False)
     kinds = ["train", "inference", "sampling", "memory"]
-    for ax, config in zip(axes[0], configs):
+    for ax, config in zip(axes[:, 0], configs):
         basis = results["meta"].get("ratio_basis", "wall")
         rows = ratios(results["configs"][config]["models"], basis)
         width = 0.8 / max(1, len(rows))
