@@ -101,8 +101,13 @@ def summary(results: dict) -> dict:
         speed = {p: statistics.median(r["images_per_s"] for r in res["runs"][p])
                  for p in PRECISIONS}
         loss = {p: _mean_sd([r["final_loss"] for r in res["runs"][p]]) for p in PRECISIONS}
+        # Same seed, same batches and noise: the paired difference isolates the precision.
+        paired = _mean_sd([b["final_loss"] - f["final_loss"]
+                           for f, b in zip(res["runs"]["fp32"], res["runs"]["bf16"])])
+        spread = max(sd for _, sd in loss.values())
         out[name] = {"speedup": speed["bf16"] / speed["fp32"], "images_per_s": speed,
-                     "loss": loss}
+                     "loss": loss, "paired_difference": paired,
+                     "measurable": abs(loss["bf16"][0] - loss["fp32"][0]) >= 2 * spread}
     return out
 
 
@@ -110,10 +115,11 @@ def markdown_table(results: dict) -> str:
     meta = results["meta"]
     lines = [f"Measured on {meta['date']}: {meta['machine']['cpu']}, {meta['torch_threads']} "
              f"torch threads, torch {meta['torch']}. Each run: `fit` for {meta['steps']} steps "
-             f"of batch {meta['batch']}, lr {meta['lr']:g}, on the {meta['data']} digits; final "
+             f"of batch {meta['batch']}, lr {meta['lr']:g}, on {meta['data']}; final "
              f"loss = mean of the last fifth of the steps.", "",
              "| network | precision | seeds | images/s through `fit` | bf16 speed-up "
              "| final loss, mean ± sd |", "|---|---|---:|---:|---:|---:|"]
+    verdicts = []
     for name, s in summary(results).items():
         res = results["models"][name]
         for p in PRECISIONS:
@@ -122,7 +128,14 @@ def markdown_table(results: dict) -> str:
                          f"{s['images_per_s'][p]:.1f} | "
                          f"{'' if p == 'fp32' else format(s['speedup'], '.2f')} | "
                          f"{mean:.4f} ± {sd:.4f} |")
-    return "\n".join(lines) + "\n"
+        d_mean, d_sd = s["paired_difference"]
+        verdicts.append(
+            f"* {res['title']}: bf16 minus fp32 final loss, seed by seed, "
+            f"{d_mean:+.5f} ± {d_sd:.5f}; "
+            + ("**a measurable difference** (at least twice the spread between seeds)."
+               if s["measurable"] else
+               "**no measurable difference** (less than twice the spread between seeds)."))
+    return "\n".join(lines + [""] + verdicts) + "\n"
 
 
 def main(argv=None) -> dict:
