@@ -162,3 +162,30 @@ def test_bf16_attention_on_the_cpu_runs_its_softmax_in_float32():
 def test_unknown_precision_names_the_choices():
     with pytest.raises(ValueError, match="'fp32'.*'bf16'"):
         fit(_model(), _loss, _data(), steps=1, precision="fp16", progress=False)
+
+
+def test_compile_trains_through_the_compiled_module(monkeypatch):
+    # The real torch.compile is exercised in test_arch_models; here: that fit hands the compiled
+    # module to the loss and that training still updates the caller's model.
+    compiled = []
+
+    def fake_compile(model):
+        class Compiled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner, self.calls = model, 0
+
+            def forward(self, x):
+                self.calls += 1
+                return self.inner(x)
+
+        compiled.append(Compiled())
+        return compiled[-1]
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    before = model.weight.detach().clone()
+    fit(model, lambda net, batch, gen: net(batch[0]).pow(2).mean(), torch.randn(8, 1, 4, 4),
+        steps=3, batch_size=4, compile=True, progress=False)
+    assert compiled and compiled[0].calls == 3
+    assert not torch.equal(model.weight, before)
