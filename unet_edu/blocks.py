@@ -178,8 +178,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
     On the CPU it always runs in float32, also under bf16 autocast: there the fused CPU kernel
     is slower in bf16 than in float32 (1.2-2x for the book's shapes, forward and backward; see
-    the appendix "How fast is it?"), and a float32 softmax is the more accurate one anyway.  On a GPU the bf16 kernel is the fast one, so the
-    dtype is left to autocast.
+    the appendix "How fast is it?"), and a float32 softmax is the more accurate one anyway.
+    On a GPU the bf16 kernel is the fast one, so the dtype is left to autocast.
     """
     if q.device.type == "cpu" and q.dtype != torch.float32:
         with torch.autocast("cpu", enabled=False):

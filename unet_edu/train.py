@@ -145,7 +145,7 @@ def fit(model, loss_fn, data, *, steps: int, batch_size: int = 64, lr: float = 1
 
     * ``precision="bf16"`` runs the forward pass under bfloat16 autocast (weights, optimizer
       and loss stay float32).  On a CPU with AVX-512 BF16 it makes a diffusion U-Net step about
-      1.3x faster; on a CPU without it, bf16 is emulated and slower.  The default is float32
+      1.3x faster; a CPU without it has to emulate bf16, which can make it slower.  The default is float32
       because bf16 rounding differs between CPUs, and the chapters print checked numbers.
     * ``channels_last=True`` stores the model's weights (and so its activations) as NHWC,
       which GPUs' convolution kernels prefer; on the CPU it was slower.
