@@ -19,7 +19,8 @@ One concept per module (``help(unet_edu.<module>)`` says more about each):
 * :mod:`unet_edu.viz` — figures;
 * :mod:`unet_edu.diagrams` — architecture and receptive-field diagrams drawn from the models;
 * :mod:`unet_edu.widgets` — the interactive explorers;
-* :mod:`unet_edu.exercises` — ``check_...`` helpers for the chapters' exercises.
+* :mod:`unet_edu.exercises` — ``check_...`` helpers for the chapters' exercises;
+* :mod:`unet_edu.claims` — ``check_claim``: a chapter's stated finding, checked by its numbers.
 
 The maintenance commands (executing the notebooks, re-training the shipped models, benchmarks)
 live in the repository's ``tools/`` folder, not in the installed package.
