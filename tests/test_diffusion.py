@@ -64,7 +64,8 @@ def test_ddim_eta0_is_deterministic_and_trajectory_complete(tiny_model):
             for _ in range(2)]
     assert torch.equal(runs[0].x, runs[1].x)
     tr = runs[0]
-    assert tr.timesteps == ddim_timesteps(50, 10) and tr.timesteps[0] == 49 and tr.timesteps[-1] == 0
+    # Trailing spacing (the default): from the noisiest step down in strides of 5, never t = 0.
+    assert tr.timesteps == ddim_timesteps(50, 10) == list(range(49, 0, -5))
     assert len(tr.xt) == 11 and len(tr.x0_pred) == 10 and len(tr.eps_pred) == 10
     assert torch.equal(tr.xt[-1], tr.x.cpu())
     # With eta > 0 the same seed still gives the same images, a different seed different ones.
@@ -91,4 +92,26 @@ def test_guidance_scale_one_is_conditional_and_zero_is_unconditional(tiny_model)
 def test_ddim_timesteps_validation():
     with pytest.raises(ValueError, match=r"steps must lie in 1..1000"):
         ddim_timesteps(1000, 0)
-    assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    with pytest.raises(ValueError, match="spacing must be one of 'trailing'"):
+        ddim_timesteps(1000, 5, "uniform")
+    for spacing in ("trailing", "linspace", "leading"):
+        assert ddim_timesteps(1000, 1000, spacing) == list(range(999, -1, -1))
+
+
+def test_ddim_timestep_spacings_match_their_definitions():
+    # Lin et al. (2024), table 2, for T = 1000 and 5 or 3 steps.
+    assert ddim_timesteps(1000, 5, "trailing") == [999, 799, 599, 399, 199]
+    assert ddim_timesteps(1000, 5, "linspace") == [999, 749, 500, 250, 0]
+    assert ddim_timesteps(1000, 5, "leading") == [800, 600, 400, 200, 0]
+    assert ddim_timesteps(1000, 3, "trailing") == [999, 666, 332]
+
+
+def test_every_spacing_ends_on_a_clean_image(tiny_model):
+    # After its last timestep DDIM jumps to alpha_bar = 1: with clipping the result is the
+    # clipped x0 estimate, inside [-1, 1], whether or not t = 0 was visited.
+    s = NoiseSchedule("cosine", 50)
+    for spacing in ("trailing", "linspace", "leading"):
+        tr = ddim_sample(tiny_model, s, (2, 1, 8, 8), steps=5, spacing=spacing, progress=False,
+                         generator=torch.Generator().manual_seed(0), return_trajectory=True)
+        assert tr.timesteps == ddim_timesteps(50, 5, spacing)
+        assert torch.allclose(tr.x, tr.x0_pred[-1]) and tr.x.abs().max() <= 1

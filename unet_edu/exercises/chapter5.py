@@ -95,13 +95,20 @@ def check_attention_entries(height: int, width: int, num_heads: int, answer: int
     )
 
 
-def check_ddim_timesteps(steps: int, answer, num_steps: int = 1000) -> None:
-    """Which timesteps does DDIM with ``steps`` steps visit (largest first)?"""
-    right = ddim_timesteps(num_steps, steps)
+def check_ddim_timesteps(steps: int, answer, num_steps: int = 1000,
+                         spacing: str = "trailing") -> None:
+    """Which timesteps does DDIM with ``steps`` steps and ``spacing`` visit (largest first)?"""
+    right = ddim_timesteps(num_steps, steps, spacing)
     ok = [int(a) for a in answer] == right
-    verdict(ok, f"DDIM-{steps} visits {right}.",
-            f"spread {steps} points evenly over 0..{num_steps - 1}, round them, and list them from "
-            "the largest down.")
+    how = {
+        "trailing": f"count down from {num_steps - 1} in strides of {num_steps}/{steps}, "
+                    "rounding each point",
+        "linspace": f"spread {steps} points evenly over 0..{num_steps - 1}, both ends "
+                    "included, and round them",
+        "leading": f"take the multiples of {num_steps // steps} from 0",
+    }[spacing]
+    verdict(ok, f"DDIM-{steps} with {spacing} spacing visits {right}.",
+            f"{how}; list them from the largest down.")
 
 
 def check_attention_forward(forward) -> None:
