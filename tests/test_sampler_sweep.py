@@ -9,7 +9,8 @@ import torch
 from tools import sampler_sweep
 from unet_edu.pretrained import sweep
 from unet_edu.diffusion import NoiseSchedule
-from unet_edu.metrics import DigitClassifier, evaluate_sampler
+from unet_edu.metrics import (DigitClassifier, evaluate_sampler, frechet_distance,
+                              frechet_distance_spread, within_class_variety)
 from unet_edu.models import DiffusionUNet
 
 BENCH = Path(__file__).resolve().parents[1] / "book" / "_static" / "bench"
@@ -31,7 +32,10 @@ def test_evaluate_sampler_is_reproducible_and_complete(tiny):
     b = evaluate_sampler(model, schedule, clf, real, sampler="ddim", steps=4, n=30, batch_size=12)
     assert a.fd == b.fd and a.label_accuracy == b.label_accuracy
     assert a.fd > 0 and 0.0 <= a.label_accuracy <= 1.0 and a.seconds > 0
-    assert (a.sampler, a.steps, a.n, a.guidance_scale) == ("ddim", 4, 30, 2.0)
+    assert a.fd_sd > 0 and a.variety > 0 and a.fd_sd == b.fd_sd
+    assert (a.sampler, a.steps, a.n, a.guidance_scale, a.spacing) == ("ddim", 4, 30, 2.0, "trailing")
+    linspace = evaluate_sampler(model, schedule, clf, real, steps=4, n=30, spacing="linspace")
+    assert linspace.spacing == "linspace" and linspace.fd != a.fd
     other_seed = evaluate_sampler(model, schedule, clf, real, sampler="ddim", steps=4, n=30, seed=3)
     assert other_seed.fd != a.fd
     ddpm = evaluate_sampler(model, schedule, clf, real, sampler="ddpm", steps=999, n=10)
@@ -47,21 +51,64 @@ def test_evaluate_sampler_rejects_bad_arguments(tiny):
         evaluate_sampler(model, schedule, clf, real, n=1)
 
 
+def test_fd_spread_and_variety_measure_what_they_say():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    fake = torch.randn(400, 8, generator=g, dtype=torch.float64) + 0.3
+    spread = frechet_distance_spread(fake, real, resamples=50)
+    # Four times fewer samples: a noisier estimate (about twice the spread).
+    assert frechet_distance_spread(fake[:100], real, resamples=50) > 1.5 * spread > 0
+    assert frechet_distance(fake, real) > 4 * spread  # a real shift stands out of the noise
+    labels = torch.arange(400) % 4
+    # Pairs of independent 8-d standard normals are sqrt(2 * 8) = 4 apart on average, roughly.
+    assert 3.5 < within_class_variety(real, labels) < 4.2
+    same = real.clone()
+    same[labels == 0] = real[0]  # class 0 collapsed to one image
+    assert within_class_variety(same, labels) < 0.8 * within_class_variety(real, labels)
+    with pytest.raises(ValueError, match="at least two images"):
+        within_class_variety(real[:3], torch.arange(3))
+
+
 def test_sweep_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch):
     model, schedule, clf = tiny
-    res = sampler_sweep.run_sweep(n=20, ddim_steps=(2, 5), model=model, schedule=schedule, classifier=clf,
-                                  progress=False)
-    assert [(r["sampler"], r["steps"]) for r in res["rows"]] == [("ddpm", 20), ("ddim", 2), ("ddim", 5)]
+    res = sampler_sweep.run_sweep(n=20, ddim_steps=(2, 5), other_spacings=("linspace",),
+                                  other_steps=(2,), model=model, schedule=schedule,
+                                  classifier=clf, progress=False)
+    assert [(r["sampler"], r["steps"], r["spacing"]) for r in res["rows"]] == [
+        ("ddpm", 20, None), ("ddim", 2, "trailing"), ("ddim", 5, "trailing"),
+        ("ddim", 2, "linspace")]
     assert res["meta"]["n"] == 20 and res["meta"]["real_floor_fd"] > 0
+    assert res["meta"]["real_floor_fd_sd"] > 0 and res["meta"]["real_variety"] > 0
     path = tmp_path / "q.json"
     path.write_text(json.dumps(res))
     sampler_sweep.main(["--from-json", str(path), "--markdown", str(tmp_path / "q.md"),
                         "--plot", str(tmp_path / "q.png")])
     table = (tmp_path / "q.md").read_text()
-    assert "| DDPM | 20 |" in table and "| DDIM | 5 |" in table and "floor" in table
+    assert "| DDPM | – | 20 |" in table and "| DDIM | trailing | 5 |" in table
+    assert "| DDIM | linspace | 2 |" in table and "floor" in table and " ± " in table
     assert (tmp_path / "q.png").stat().st_size > 1000
+    # Only DDIM's settings change: the DDPM row is carried over, not sampled again.
+    again = sampler_sweep.run_sweep(n=20, ddim_steps=(3,), reuse_ddpm=path, model=model,
+                                    schedule=schedule, classifier=clf, progress=False)
+    assert again["rows"][0] == dict(res["rows"][0], reused_from=res["meta"]["date"])
+    with pytest.raises(ValueError, match="run without --reuse-ddpm"):
+        sampler_sweep.run_sweep(n=19, ddim_steps=(3,), reuse_ddpm=path, model=model,
+                                schedule=schedule, classifier=clf, progress=False)
     with pytest.raises(ValueError, match="use 2 <= n <= 500"):
         sampler_sweep.run_sweep(n=501, model=model, schedule=schedule, classifier=clf)
+
+
+def test_guidance_sweep_reports_variety(tiny, tmp_path):
+    model, schedule, clf = tiny
+    res = sampler_sweep.run_sweep(n=20, ddim_steps=(3,), ddpm=False, guidance_scales=(0, 1, 4),
+                                  model=model, schedule=schedule, classifier=clf, progress=False)
+    assert [r["guidance_scale"] for r in res["rows"]] == [0.0, 1.0, 4.0]
+    table = sweep.markdown_table(res)
+    assert "| 4 | 3 |" in table and "within-class variety" in table and "real digits" in table
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(res))
+    sampler_sweep.main(["--from-json", str(path), "--plot", str(tmp_path / "g.png")])
+    assert (tmp_path / "g.png").stat().st_size > 1000
 
 
 def test_fewest_steps_within_factor():

@@ -7,35 +7,77 @@ Fréchet distance (FD) to real test digits, label accuracy and wall time.  Two d
 real digits of the same size give the floor of the FD.
 
 The question it answers: how few DDIM steps keep the FD within ``--factor`` (1.5) times the FD
-of 1000-step DDPM?  ``--out``, ``--markdown`` and ``--plot`` write the results file, the table
+of 1000-step DDPM?  ``--other-spacings`` adds rows that visit other timesteps
+(:func:`unet_edu.diffusion.ddim_timesteps`), and ``--guidance 0,1,2,4,8`` sweeps the
+guidance scale instead (each row also reports the samples' within-class variety).  Every FD
+comes with its bootstrap spread.  ``--out``, ``--markdown`` and ``--plot`` write the results file, the table
 and the figure; ``--from-json`` re-renders them from a results file without sampling.  The
-results for the shipped model are stored next to it (``unet_edu/pretrained/digits-ddpm-sweep.json``,
-read by :func:`shipped_results`), so chapter 5 can show them in Colab too; the book's appendix
-"How fast is it?" includes the table and the figure.
+results for the shipped model are stored next to it (``digits-ddpm-sweep.json`` and
+``digits-ddpm-guidance.json`` in ``unet_edu/pretrained``, read by :func:`shipped_results`), so
+chapter 5 can show them in Colab too; the book's appendix "How fast is it?" includes the step
+table and its figure.
 
-On two CPU cores the full sweep (500 digits per row, DDPM included) takes about half an hour,
-almost all of it in DDPM's 1,000 network calls per batch.
+On two CPU cores the step sweep (500 digits per row) takes about six minutes without DDPM and
+half an hour more with it: DDPM makes 1,000 network calls per batch.  ``--reuse-ddpm`` carries
+an earlier DDPM row over when only DDIM's settings changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
+from pathlib import Path
 
 import torch
 
 from tools import _cli
-from unet_edu.pretrained.sweep import (SHIPPED, fewest_steps_within, markdown_table, plot_sweep,
-                                      shipped_results)
+from unet_edu.diffusion import SPACINGS
+from unet_edu.pretrained.sweep import (SHIPPED, SHIPPED_GUIDANCE, fewest_steps_within,
+                                      markdown_table, plot_sweep, shipped_results)
 
 __all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "shipped_results",
-           "SHIPPED", "main"]
+           "SHIPPED", "SHIPPED_GUIDANCE", "main"]
+
+
+def _runs(ddim_steps, ddpm, guidance_scales, spacing, other_spacings, other_steps, num_steps):
+    """(sampler, steps, spacing, guidance) for every row, in table order."""
+    runs = []
+    for g in guidance_scales:
+        runs += [("ddpm", num_steps, None, g)] if ddpm else []
+        runs += [("ddim", s, spacing, g) for s in ddim_steps]
+        runs += [("ddim", s, sp, g) for sp in other_spacings for s in other_steps]
+    return runs
+
+
+def _reusable_ddpm_row(path, meta: dict, guidance: float) -> dict | None:
+    """The DDPM row of an earlier results file, if it was measured on the same terms.
+
+    DDPM visits every timestep, so a change of DDIM's spacing does not change it; its row (half
+    an hour on two CPU cores) can be carried over when the model, the sample count, the seed and
+    the guidance scale are the same.
+    """
+    old = json.loads(Path(path).read_text())
+    m = old["meta"]
+    same = (m.get("n") == meta["n"] and m.get("seed") == meta["seed"]
+            and m.get("model") == meta.get("model"))
+    rows = [r for r in old["rows"] if r["sampler"] == "ddpm" and r["guidance_scale"] == guidance]
+    if not (same and rows):
+        raise ValueError(f"{path} has no DDPM row for the same model, n, seed and guidance "
+                         f"scale {guidance:g}; run without --reuse-ddpm to measure it")
+    return dict(rows[0], reused_from=m["date"])
 
 
 def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
-              guidance_scale: float = 2.0, seed: int = 2, model=None, schedule=None,
-              classifier=None, progress: bool = True) -> dict:
-    """Score DDPM and DDIM at each of ``ddim_steps`` on ``n`` samples; return a results dict.
+              guidance_scales=(2.0,), seed: int = 2, spacing: str = "trailing",
+              other_spacings=(), other_steps=(5, 10, 20), reuse_ddpm=None, model=None,
+              schedule=None, classifier=None, progress: bool = True) -> dict:
+    """Score DDPM and DDIM on ``n`` samples each; return a results dict.
+
+    One row per guidance scale in ``guidance_scales`` and per sampler: DDPM (unless
+    ``ddpm=False``), DDIM at each of ``ddim_steps`` with ``spacing``, and DDIM at each of
+    ``other_steps`` with each of ``other_spacings``.  ``reuse_ddpm`` names an earlier results
+    file whose DDPM row is carried over instead of measured (see :func:`_reusable_ddpm_row`).
 
     ``model``, ``schedule`` and ``classifier`` default to the shipped models (tests pass tiny
     ones).  The real reference is the test split of :func:`unet_edu.data.mnist`: its first ``n``
@@ -44,7 +86,8 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
     """
     from unet_edu import pretrained
     from unet_edu.data import mnist
-    from unet_edu.metrics import classifier_features, evaluate_sampler, frechet_distance
+    from unet_edu.metrics import (classifier_features, evaluate_sampler, frechet_distance,
+                                  frechet_distance_spread, within_class_variety)
     from unet_edu.runtime import device
 
     info = None
@@ -60,23 +103,32 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
                          f"split has {len(test.labels)}; use 2 <= n <= {half}")
     feats, _ = classifier_features(classifier, test.images)
     real_a, real_b = feats[:n], feats[half:half + n]
-    runs = ([("ddpm", schedule.num_steps)] if ddpm else []) + [("ddim", s) for s in ddim_steps]
-    rows = []
-    for sampler, steps in runs:
-        score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps,
-                                 n=n, guidance_scale=guidance_scale, seed=seed, progress=progress)
-        rows.append(score.as_dict())
-        print(f"{sampler.upper()}-{score.steps}: FD {score.fd:.2f}, label accuracy "
-              f"{score.label_accuracy:.3f}, {score.seconds:.1f} s", flush=True)
-
+    guidance_scales = tuple(float(g) for g in guidance_scales)
     meta = {"date": _dt.date.today().isoformat(), "machine": _cli.machine(),
             "device": device().type, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "n": n,
-            "guidance_scale": guidance_scale, "seed": seed, "real_source": test.source,
-            "real_floor_fd": frechet_distance(real_a, real_b)}
+            "guidance_scale": guidance_scales[0], "guidance_scales": list(guidance_scales),
+            "spacing": spacing, "seed": seed, "real_source": test.source,
+            "real_floor_fd": frechet_distance(real_a, real_b),
+            "real_floor_fd_sd": frechet_distance_spread(real_a, real_b),
+            "real_variety": within_class_variety(real_b, test.labels[half:half + n])}
     if info is not None:
         meta["model"] = {"name": "digits-ddpm", "training_steps": info.step,
                          "final_loss": info.extra.get("final_loss")}
+    rows = []
+    for sampler, steps, sp, g in _runs(ddim_steps, ddpm, guidance_scales, spacing,
+                                       other_spacings, other_steps, schedule.num_steps):
+        if sampler == "ddpm" and reuse_ddpm:
+            rows.append(_reusable_ddpm_row(reuse_ddpm, meta, g))
+            print(f"DDPM, guidance {g:g}: reused from {reuse_ddpm}", flush=True)
+            continue
+        score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps,
+                                 n=n, guidance_scale=g, seed=seed, spacing=sp or spacing,
+                                 progress=progress)
+        rows.append(score.as_dict())
+        print(f"{sampler.upper()}-{score.steps} {sp or ''} guidance {g:g}: FD {score.fd:.2f} "
+              f"± {score.fd_sd:.2f}, label accuracy {score.label_accuracy:.3f}, variety "
+              f"{score.variety:.2f}, {score.seconds:.1f} s", flush=True)
     return {"meta": meta, "rows": rows}
 
 
@@ -90,20 +142,40 @@ def main(argv=None) -> dict:
     p.add_argument("--n", type=int, default=500,
                    help="digits per row (at most half the real test split)")
     p.add_argument("--steps", default="5,10,20,50,100", help="comma-separated DDIM step counts")
+    p.add_argument("--spacing", default="trailing", choices=SPACINGS,
+                   help="which timesteps DDIM visits (unet_edu.diffusion.ddim_timesteps)")
+    p.add_argument("--other-spacings", default="",
+                   help="comma-separated spacings to compare at --other-steps")
+    p.add_argument("--other-steps", default="5,10,20",
+                   help="DDIM step counts for --other-spacings")
     p.add_argument("--no-ddpm", action="store_true", help="leave out 1000-step DDPM (the slow row)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--reuse-ddpm", default=None, metavar="JSON",
+                   help="carry the DDPM row over from this earlier results file")
+    p.add_argument("--guidance", default="2",
+                   help="classifier-free guidance scale, or several, comma-separated")
     p.add_argument("--factor", type=float, default=1.5,
                    help="how close to DDPM's FD counts as close")
     _cli.add_report_arguments(p, measuring="sample")
     args = p.parse_args(argv)
-    try:
-        steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
-    except ValueError:
-        p.error(f"--steps must be comma-separated integers such as 5,10,50, got {args.steps!r}")
+
+    def numbers(option, kind):
+        text = getattr(args, option.strip("-").replace("-", "_"))
+        try:
+            return tuple(kind(s) for s in text.split(",") if s.strip())
+        except ValueError:
+            p.error(f"{option} must be comma-separated numbers such as 5,10,50, got {text!r}")
+
+    steps, other_steps = numbers("--steps", int), numbers("--other-steps", int)
+    guidance = numbers("--guidance", float)
+    others = tuple(s.strip() for s in args.other_spacings.split(",") if s.strip())
+    for sp in others:
+        if sp not in SPACINGS:
+            p.error(f"--other-spacings: {sp!r} is not one of {', '.join(SPACINGS)}")
 
     def measure():
         return run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm,
-                         guidance_scale=args.guidance)
+                         guidance_scales=guidance, spacing=args.spacing, other_spacings=others,
+                         other_steps=other_steps, reuse_ddpm=args.reuse_ddpm)
 
     return _cli.measure_and_report(
         args, argv, "tools.sampler_sweep", measure,

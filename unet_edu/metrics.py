@@ -13,8 +13,12 @@ published FID values, only with each other (same classifier, same sample sizes).
 * :func:`frechet_distance` — the distance between two sets of feature vectors;
 * :func:`gaussian_frechet_distance` — the same from means and covariances;
 * :class:`DigitClassifier` — the classifier; :func:`classifier_features` runs it in batches;
+* :func:`frechet_distance_spread` — how much the FD would move with another draw of samples
+  (bootstrap standard deviation);
+* :func:`within_class_variety` — how different the digits of one class are from each other;
 * :func:`evaluate_sampler` — draw class-balanced samples with a sampler and score them (FD
-  against real features, how often the classifier names the requested digit, wall time).
+  against real features and its spread, how often the classifier names the requested digit,
+  within-class variety, wall time).
 
 The trained classifier ships with the package: ``unet_edu.pretrained.load("digit-classifier")``.
 """
@@ -34,7 +38,8 @@ from .models.config import RecordsConfig
 from .runtime import eval_mode
 
 __all__ = ["DigitClassifier", "frechet_distance", "gaussian_frechet_distance", "classifier_features",
-           "feature_statistics", "evaluate_sampler", "SamplerScore"]
+           "feature_statistics", "frechet_distance_spread", "within_class_variety",
+           "evaluate_sampler", "SamplerScore"]
 
 
 class DigitClassifier(RecordsConfig, nn.Module):
@@ -141,9 +146,53 @@ def frechet_distance(feats_a, feats_b) -> float:
     return gaussian_frechet_distance(*feature_statistics(feats_a), *feature_statistics(feats_b))
 
 
+def frechet_distance_spread(feats, real_features, *, resamples: int = 200, seed: int = 0) -> float:
+    """Bootstrap standard deviation of ``frechet_distance(feats, real_features)``.
+
+    The generated set is redrawn ``resamples`` times with replacement (the real set is kept),
+    and the standard deviation of the FDs is returned: how much the score would move if the
+    sampler were run again with other noise.  Two settings whose FDs differ by less than about
+    twice their spreads are not measurably different at this sample size.  (A resample repeats
+    some images, so its FDs sit a little above the original; the spread is what is used.)
+    """
+    f = torch.as_tensor(np.asarray(feats, dtype=np.float64))
+    mu_r, cov_r = feature_statistics(real_features)
+    gen = torch.Generator().manual_seed(seed)
+    fds = []
+    for _ in range(resamples):
+        idx = torch.randint(len(f), (len(f),), generator=gen)
+        fds.append(gaussian_frechet_distance(*feature_statistics(f[idx]), mu_r, cov_r))
+    return float(np.std(fds, ddof=1))
+
+
+def within_class_variety(feats, labels) -> float:
+    """Mean distance between two images of the same class, in classifier features.
+
+    For each class, the average Euclidean distance over all pairs of its images; then the
+    average over classes.  Real digits set the reference: a sampler that draws every digit of a
+    class alike (as strong guidance does) scores well below it.
+    """
+    f = torch.as_tensor(np.asarray(feats, dtype=np.float64))
+    labels = torch.as_tensor(labels)
+    per_class = []
+    for c in labels.unique():
+        fc = f[labels == c]
+        if len(fc) < 2:
+            continue
+        d = torch.cdist(fc, fc)
+        per_class.append(float(d.sum() / (len(fc) * (len(fc) - 1))))
+    if not per_class:
+        raise ValueError("within_class_variety needs at least two images of some class")
+    return float(np.mean(per_class))
+
+
 @dataclass
 class SamplerScore:
-    """What :func:`evaluate_sampler` measured for one sampler setting."""
+    """What :func:`evaluate_sampler` measured for one sampler setting.
+
+    ``fd_sd`` is the bootstrap spread of ``fd`` (:func:`frechet_distance_spread`); ``variety``
+    the mean within-class feature distance (:func:`within_class_variety`) of the samples.
+    """
 
     sampler: str
     steps: int
@@ -152,6 +201,9 @@ class SamplerScore:
     fd: float
     label_accuracy: float
     seconds: float
+    fd_sd: float | None = None
+    variety: float | None = None
+    spacing: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -174,15 +226,17 @@ def _check_digit_model(model) -> None:
 
 def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features, *, sampler: str = "ddim",
                      steps: int = 50, n: int = 500, guidance_scale: float = 2.0, seed: int = 2,
-                     batch_size: int = 250, progress: bool = False) -> SamplerScore:
+                     spacing: str = "trailing", batch_size: int = 250,
+                     progress: bool = False) -> SamplerScore:
     """Draw ``n`` digits (labels ``0, 1, ..., 9, 0, ...``) and score them against real digits.
 
     ``sampler`` is ``"ddim"`` (``steps`` steps, deterministic) or ``"ddpm"`` (all the schedule's
-    steps; ``steps`` is ignored).  Samples are drawn in batches of ``batch_size`` from one
-    generator seeded with ``seed``, so the same arguments give the same images on any device.
+    steps; ``steps`` and ``spacing`` are ignored).  Samples are drawn in batches of
+    ``batch_size`` from one generator seeded with ``seed``, so the same arguments give the same
+    images on any device.
     Returns the Fréchet distance to ``real_features`` (compare it with the FD between two real
-    sets of the same size), the fraction of samples the classifier labels as requested, and the
-    wall time of the sampling alone.
+    sets of the same size) with its bootstrap spread, the fraction of samples the classifier
+    labels as requested, their within-class variety, and the wall time of the sampling alone.
     """
     from .diffusion import ddim_sample, ddpm_sample
 
@@ -205,11 +259,17 @@ def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features
                               generator=gen, progress=progress)
         else:
             out = ddim_sample(model, schedule, (len(y), *image_shape), steps=steps, y=y,
-                              guidance_scale=guidance_scale, generator=gen, progress=progress)
+                              guidance_scale=guidance_scale, generator=gen, spacing=spacing,
+                              progress=progress)
         x = out.x.cpu()
         seconds += time.perf_counter() - start
         samples.append(x)
     feats, preds = classifier_features(classifier, torch.cat(samples), value_range=(-1, 1))
-    return SamplerScore(sampler=sampler, steps=schedule.num_steps if sampler == "ddpm" else steps, n=n,
+    ddpm = sampler == "ddpm"
+    return SamplerScore(sampler=sampler, steps=schedule.num_steps if ddpm else steps, n=n,
                         guidance_scale=guidance_scale, fd=frechet_distance(feats, real_features),
-                        label_accuracy=float((preds == labels).float().mean()), seconds=seconds)
+                        label_accuracy=float((preds == labels).float().mean()), seconds=seconds,
+                        fd_sd=frechet_distance_spread(feats, real_features),
+                        # Two digits of a class are needed to compare: n >= 20.
+                        variety=within_class_variety(feats, labels) if n >= 20 else None,
+                        spacing=None if ddpm else spacing)
