@@ -4,7 +4,7 @@ import torch
 from unet_edu.data import synthetic_cells
 from unet_edu.models import UNet2015
 from unet_edu.segmentation import (
-    boundary_accuracy, boundary_band, dice, elastic_deform, gap_background_rate, iou, mirror_pad,
+    boundary_accuracy, boundary_band, dice, elastic_deform, elastic_field, gap_background_rate, iou, mirror_pad,
     overlap_tile_predict, separated_instances, tile_margin, touching_gaps, weighted_cross_entropy,
 )
 
@@ -57,13 +57,45 @@ def test_weighted_cross_entropy_reduces_to_plain_and_weights_pixels():
 
 def test_elastic_deform_moves_image_and_mask_together():
     d = synthetic_cells(1, 64, seed=0)
-    img, lab = elastic_deform(d.images[0], d.instances[0], alpha=40.0, seed=1)
-    img2, lab2 = elastic_deform(d.images[0], d.instances[0], alpha=40.0, seed=1)
+    img, lab = elastic_deform(d.images[0], d.instances[0], seed=1)
+    img2, lab2 = elastic_deform(d.images[0], d.instances[0], seed=1)
     assert torch.equal(img, img2) and torch.equal(lab, lab2)  # repeatable
     assert lab.dtype == torch.long and set(lab.unique().tolist()) <= set(d.instances[0].unique().tolist())
     assert not torch.equal(lab, d.instances[0])
     # Warping with the same field: cells stay brighter than background after the warp.
     assert img[0][lab > 0].mean() > img[0][lab == 0].mean() + 0.2
+
+
+def test_elastic_field_is_the_papers_coarse_grid():
+    # Corners of the field are the lattice's own random vectors: standard deviation sd.
+    corners = torch.stack([elastic_field(64, 64, seed=s)[:, 0, 0] for s in range(300)])
+    assert 8.5 < corners.std().item() < 11.5
+    f = elastic_field(96, 96, seed=0)
+    assert f.shape == (2, 96, 96)
+    # Smooth: a 3 x 3 lattice over 96 pixels changes by well under a pixel per pixel.
+    assert f.diff(dim=-1).abs().mean() < 1.0 and f.diff(dim=-2).abs().mean() < 1.0
+    assert f.norm(dim=0).mean() > 4  # and it visibly moves things (several pixels)
+    assert torch.equal(elastic_field(8, 8, sd=0), torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match="the paper uses 10"):
+        elastic_field(8, 8, sd=-1)
+
+
+def test_elastic_deform_moves_content_by_the_field():
+    # With a constant field (patched in) a single bright pixel must move by minus the field.
+    import unet_edu.segmentation as seg
+
+    img = torch.zeros(1, 32, 32)
+    img[0, 16, 16] = 1.0
+    original = seg.elastic_field
+    try:
+        seg.elastic_field = lambda h, w, grid, sd, seed: torch.stack(
+            [torch.full((h, w), 3.0), torch.full((h, w), -2.0)])
+        out, none = seg.elastic_deform(img, None)
+    finally:
+        seg.elastic_field = original
+    # Output pixel p samples the input at p + (3, -2): the bright pixel appears at
+    # (row 16 + 2, column 16 - 3).
+    assert none is None and out[0].argmax().item() == 18 * 32 + 13
 
 
 def test_mirror_pad_reflects():

@@ -7,8 +7,10 @@
 * The loss: :func:`weighted_cross_entropy`, cross-entropy where each pixel counts ``w(x)``
   times (the weight map of :func:`unet_edu.data.unet_weight_map`).
 * Augmentation: :func:`elastic_deform` warps an image and its label image with *one*
-  displacement field (torchvision's ``ElasticTransform`` applied to an ``Image`` and a ``Mask``
-  together, so the mask is resampled with nearest neighbours and keeps its integer labels).
+  displacement field, the paper's (:func:`elastic_field`: random vectors on a 3 x 3 lattice,
+  10 pixels standard deviation, bicubic in between), through torchvision's ``elastic`` applied
+  to an ``Image`` and a ``Mask``, so the mask is resampled with nearest neighbours and keeps
+  its integer labels.
 * Prediction on large images: :func:`overlap_tile_predict` cuts the image into output tiles,
   gives each tile the real surrounding context the network eats (mirror-padding only at the
   image border), and stitches the outputs.  With ``overlap=False`` each tile only gets a mirror
@@ -16,6 +18,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -31,6 +35,7 @@ __all__ = [
     "gap_background_rate",
     "separated_instances",
     "weighted_cross_entropy",
+    "elastic_field",
     "elastic_deform",
     "mirror_pad",
     "tile_margin",
@@ -191,22 +196,48 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
     return (weight * ce).mean()
 
 
-def elastic_deform(image: torch.Tensor, labels: torch.Tensor, alpha: float = 30.0, sigma: float = 5.0,
-                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def elastic_field(height: int, width: int, grid: int = 3, sd: float = 10.0,
+                  seed: int = 0) -> torch.Tensor:
+    """The smooth random displacement field of :func:`elastic_deform`, in pixels, ``(2, H, W)``.
+
+    Ronneberger et al. (2015, section 3.1): random displacement vectors on a coarse ``grid`` x
+    ``grid`` lattice spanning the image, each component drawn from a Gaussian with standard
+    deviation ``sd`` pixels, and per-pixel displacements by bicubic interpolation between them.
+    Channel 0 is the horizontal component, channel 1 the vertical one.
+    """
+    _whole("grid", grid, 2)
+    if not isinstance(sd, (int, float)) or isinstance(sd, bool) or not math.isfinite(sd) or sd < 0:
+        raise ValueError(f"sd must be a displacement in pixels >= 0, got {sd!r}; the paper uses 10")
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, 2, grid, grid, generator=gen, dtype=torch.float64) * sd
+    # align_corners: the lattice's outer vectors sit on the image's corner pixels.
+    return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[0].float()
+
+
+def elastic_deform(image: torch.Tensor, labels: torch.Tensor | None, grid: int = 3,
+                   sd: float = 10.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Warp ``image`` ``(C, H, W)`` and its label image ``labels`` ``(H, W)`` with one field.
 
-    The displacement field is smooth random noise (Gaussian blur of width ``sigma``) scaled by
-    ``alpha`` pixels; the image is resampled bilinearly, the labels with nearest neighbours
-    (as a ``tv_tensors.Mask``), so cell ids stay integers.  ``seed`` makes it repeatable.
+    The field is :func:`elastic_field` (the 2015 paper's recipe: a 3 x 3 lattice of random
+    displacements with a standard deviation of 10 pixels, interpolated bicubically).  Both go
+    through torchvision's ``elastic`` with that one field: the image is resampled bilinearly,
+    the labels (as a ``tv_tensors.Mask``) with nearest neighbours, so cell ids stay integers.
+    ``labels=None`` warps the image alone (e.g. a grid, to draw the field).  ``seed`` makes it
+    repeatable.
     """
     from torchvision import tv_tensors
-    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
 
-    warp = v2.ElasticTransform(alpha=alpha, sigma=sigma)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        img, lab = warp(tv_tensors.Image(image), tv_tensors.Mask(labels[None]))
-    return img.as_subclass(torch.Tensor), lab.as_subclass(torch.Tensor)[0]
+    h, w = image.shape[-2:]
+    field = elastic_field(h, w, grid, sd, seed)
+    # torchvision wants (1, H, W, 2) in normalised coordinates, where the image spans 2 units.
+    # Output pixel p samples the input at p + displacement.
+    displacement = (field * torch.tensor([2 / w, 2 / h]).view(2, 1, 1)).permute(1, 2, 0)[None]
+    img = TF.elastic(tv_tensors.Image(image), displacement).as_subclass(torch.Tensor)
+    if labels is None:
+        return img, None
+    lab = TF.elastic(tv_tensors.Mask(labels[None]), displacement).as_subclass(torch.Tensor)[0]
+    return img, lab
 
 
 def mirror_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
