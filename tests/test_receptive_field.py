@@ -74,3 +74,26 @@ def test_erf_std_of_a_gaussian_is_its_sigma():
     point = torch.zeros(9, 9)
     point[4, 4] = 1
     assert erf_std(point) == 0.0
+
+
+def test_rf_overlay_log_scale_shows_the_halo():
+    # A peak of 1 with a halo at 1% of it: on the log scale (three decades) the halo gets a
+    # colour; on the linear scale it is drawn at 1% of the colour range, near black.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from unet_edu.viz import rf_overlay
+
+    heat = torch.full((9, 9), 0.01)
+    heat[4, 4] = 1.0
+    shown = {}
+    for scale in ("linear", "log"):
+        ax = rf_overlay(torch.zeros(9, 9), None, heat, ax=plt.figure().gca(), scale=scale)
+        layer = ax.get_images()[1]
+        shown[scale] = float(layer.norm(layer.get_array())[0, 0])
+        plt.close(ax.figure)
+    assert shown["linear"] < 0.02 and shown["log"] > 0.3
+    with pytest.raises(ValueError, match="'linear' or 'log'"):
+        rf_overlay(torch.zeros(9, 9), None, heat, scale="sqrt")

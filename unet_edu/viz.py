@@ -48,18 +48,32 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
 
 
 def rf_overlay(image: torch.Tensor, mask: torch.Tensor | None = None, heatmap: torch.Tensor | None = None,
-               position=None, ax=None, title: str | None = None):
+               position=None, ax=None, title: str | None = None, scale: str = "linear",
+               decades: float = 3.0):
     """An input image with a receptive field on top.
 
     ``mask`` (bool ``(H, W)``) is outlined in red, ``heatmap`` (an effective receptive field)
     is shown in semi-transparent colour, and ``position`` ``(row, col)`` marks the pixel.
+    ``scale="log"`` colours the heatmap on a logarithmic scale spanning ``decades`` powers of
+    ten below its peak: an effective field is a sharp peak with a wide, faint halo, and on a
+    linear scale the halo, which can hold much of the total, is invisible.
     """
+    from matplotlib.colors import LogNorm
+
+    if scale not in ("linear", "log"):
+        raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
     image = image.detach().float().cpu().squeeze()
     ax = _ax(ax, figsize=(5, 5))  # one square image: narrower than the column, or it is too tall
     ax.imshow(image, cmap="gray")
     if heatmap is not None:
         h = heatmap.detach().float().cpu()
-        ax.imshow(h / (h.max() + 1e-12), cmap="inferno", alpha=0.6)
+        h = h / (h.max() + 1e-12)
+        if scale == "log":
+            floor = 10.0 ** -decades
+            ax.imshow(torch.where(h >= floor, h, torch.nan), cmap="inferno", alpha=0.6,
+                      norm=LogNorm(vmin=floor, vmax=1.0))
+        else:
+            ax.imshow(h, cmap="inferno", alpha=0.6)
     if mask is not None:
         ax.contour(mask.detach().cpu().float().numpy(), levels=[0.5], colors="red", linewidths=1.5)
     if position is not None:
