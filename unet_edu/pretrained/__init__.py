@@ -8,6 +8,10 @@
 * ``"digit-classifier"`` — the :class:`~unet_edu.metrics.DigitClassifier` whose features the
   Fréchet distance of :mod:`unet_edu.metrics` uses (inputs in [0, 1]).
 
+Besides these two, :mod:`unet_edu.pretrained.experiments` ships the trained runs behind the
+chapters' experiments (several seeds of each compared network), and
+:mod:`unet_edu.pretrained.sweep` the stored sampler sweeps of ``digits-ddpm``.
+
 Everything is read from files inside the package: no network is needed.  The readable copy
 next to the weights (``<name>.safetensors.json``) records the configuration, the loss history
 and how the model was trained (steps, wall time, final loss, data).

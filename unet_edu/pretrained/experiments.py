@@ -1,0 +1,213 @@
+"""The trained runs behind the chapters' experiments, shipped so that the pages show converged results.
+
+A chapter's experiment compares a few networks (its *variants*), each trained from several
+seeds.  At the budget where the comparison has converged, that takes minutes to an hour on a
+CPU, far more than a reader (or CI) should wait.  So each such experiment is written down once
+as an :class:`Experiment` (how to build each variant, the loss, the data, the budget), trained
+once with ``python -m tools.train_experiments NAME``, and every run is shipped as a small
+safetensors checkpoint with its loss history and training record under
+``unet_edu/pretrained/runs/NAME/``.
+
+A chapter calls :func:`load_runs` by default, and :func:`train_runs` when its visible
+``RETRAIN`` switch is on (at the machine's budget; see :func:`unet_edu.budget`).  Both return
+the same :class:`Run` objects, so every number the chapter prints is computed from the weights
+in front of the reader.  :func:`converged` is the book's test that a run trained long enough:
+the training loss over the last fifth of the run fell by less than 5%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["Experiment", "Run", "EXPERIMENTS", "converged", "run_path", "train_run",
+           "train_runs", "load_runs", "save_run"]
+
+HERE = Path(__file__).resolve().parent / "runs"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One comparison of a chapter: variants x seeds, trained with one loss at one budget.
+
+    ``variants`` maps a variant's name (letters, digits and ``-``: it names files) to a
+    function that builds its untrained network; ``data()`` returns the training tensors and
+    ``loss`` is :func:`unet_edu.train.fit`'s ``loss_fn``.  ``steps``, ``batch_size`` and ``lr``
+    are the publication budget.
+    """
+
+    name: str
+    variants: dict
+    data: Callable
+    loss: Callable
+    steps: int
+    batch_size: int
+    lr: float
+    seeds: tuple = (0, 1, 2)
+    note: str = ""
+
+    def __post_init__(self):
+        for v in self.variants:
+            if not v.replace("-", "").isalnum():
+                raise ValueError(f"variant name {v!r} must use letters, digits and '-' only")
+
+
+@dataclass
+class Run:
+    """One trained (variant, seed): the model (eval mode), its loss history and its record."""
+
+    variant: str
+    seed: int
+    model: torch.nn.Module
+    history: object
+    record: dict = field(default_factory=dict)
+
+
+def converged(history, fraction: float = 0.2, tolerance: float = 0.05) -> tuple[bool, float]:
+    """Did the training loss fall by less than ``tolerance`` over the last ``fraction`` of the run?
+
+    Mini-batch losses are noisy, so the loss at each end of that stretch is a mean over a
+    quarter of it.  Returns ``(converged, fall)`` with ``fall`` the relative decrease.
+    """
+    losses = list(history.losses)
+    n = len(losses)
+    tail = max(4, round(n * fraction))
+    if n < tail:
+        raise ValueError(f"a history of {n} steps is too short to judge convergence")
+    w = max(1, tail // 4)
+    start = sum(losses[n - tail:n - tail + w]) / w
+    end = sum(losses[n - w:]) / w
+    fall = (start - end) / start
+    return fall < tolerance, fall
+
+
+def run_path(name: str, variant: str, seed: int) -> Path:
+    """Where the shipped run of ``variant`` and ``seed`` of experiment ``name`` lives."""
+    return HERE / name / f"{variant}--seed{seed}.safetensors"
+
+
+def _experiment(experiment) -> Experiment:
+    if isinstance(experiment, Experiment):
+        return experiment
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[experiment]
+
+
+def train_run(experiment, variant: str, seed: int, *, steps: int | None = None, device=None,
+              progress: bool = True) -> Run:
+    """Build ``variant`` with ``seed`` and train it at the experiment's budget (or ``steps``)."""
+    from ..runtime import device as best_device
+    from ..runtime import seed_everything
+    from ..train import fit
+
+    exp = _experiment(experiment)
+    if variant not in exp.variants:
+        raise ValueError(f"{exp.name} has no variant {variant!r}; it has {', '.join(exp.variants)}")
+    dev = torch.device(device) if device is not None else best_device()
+    seed_everything(seed)
+    model = exp.variants[variant]().to(dev)
+    steps = exp.steps if steps is None else steps
+    start = time.perf_counter()
+    history = fit(model, exp.loss, exp.data(), steps=steps, batch_size=exp.batch_size,
+                  lr=exp.lr, seed=seed, progress=progress, desc=f"{variant}, seed {seed}")
+    ok, fall = converged(history)
+    record = {"experiment": exp.name, "variant": variant, "seed": seed, "steps": steps,
+              "batch_size": exp.batch_size, "lr": exp.lr, "device": dev.type,
+              "threads": torch.get_num_threads(),
+              "wall_time_s": round(time.perf_counter() - start, 1),
+              "converged": ok, "fall_over_last_fifth": round(fall, 4)}
+    return Run(variant, seed, model.eval(), history, record)
+
+
+def train_runs(experiment, *, steps: int | None = None, seeds=None, device=None,
+               progress: bool = True) -> dict:
+    """Train every variant with every seed; returns ``{(variant, seed): Run}``."""
+    exp = _experiment(experiment)
+    return {(v, s): train_run(exp, v, s, steps=steps, device=device, progress=progress)
+            for v in exp.variants for s in (exp.seeds if seeds is None else seeds)}
+
+
+def save_run(run: Run, root: Path | None = None) -> Path:
+    """Write ``run`` as a checkpoint (atomic; non-finite weights are refused, leaving the old file)."""
+    from ..train import save_checkpoint
+
+    path = run_path(run.record["experiment"], run.variant, run.seed)
+    if root is not None:
+        path = Path(root) / path.parent.name / path.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, run.model, step=len(run.history.losses), history=run.history,
+                           extra={"training": run.record})
+
+
+def load_runs(experiment, *, device=None, root: Path | None = None) -> dict:
+    """The shipped runs of an experiment, ``{(variant, seed): Run}``, models in eval mode.
+
+    A missing run raises ``FileNotFoundError`` naming the command that trains it.
+    """
+    from ..runtime import device as best_device
+    from ..train import load_checkpoint
+
+    exp = _experiment(experiment)
+    dev = torch.device(device) if device is not None else best_device()
+    runs = {}
+    for v in exp.variants:
+        for s in exp.seeds:
+            path = run_path(exp.name, v, s)
+            if root is not None:
+                path = Path(root) / path.parent.name / path.name
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path.name} of experiment {exp.name} is missing; train it with "
+                    f"python -m tools.train_experiments {exp.name} (or set RETRAIN = True)")
+            model = exp.variants[v]()
+            info = load_checkpoint(path, model)
+            runs[(v, s)] = Run(v, s, model.to(dev).eval(), info.history,
+                               info.extra.get("training", {}))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiments.  Each chapter's definitions are small: a budget, the variants, the loss.
+
+def _mnist_train():
+    from ..data import mnist
+
+    return mnist("train").images
+
+
+def _denoise_sigma1(model, batch, generator):
+    """Chapter 3's task: recover a digit in [0, 1] from ``digit + noise`` of standard deviation 1."""
+    import torch.nn.functional as F
+
+    (x0,) = batch
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    return F.mse_loss(model(x0 + noise), x0)
+
+
+def _naive_cnn_32():
+    from ..models import NaiveCNN
+
+    return NaiveCNN(depth=5, hidden=32)
+
+
+def _unet_3_levels():
+    from ..models import UNet2015
+
+    return UNet2015(features=(8, 16, 32), out_channels=1, padding="same")
+
+
+EXPERIMENTS = {
+    e.name: e for e in [
+        Experiment(
+            "ch3-denoisers",
+            variants={"naive-cnn": _naive_cnn_32, "unet": _unet_3_levels},
+            data=_mnist_train, loss=_denoise_sigma1, steps=4000, batch_size=64, lr=2e-3,
+            note="chapter 3: a 5-layer plain stack and a 3-level U-Net of matched size "
+                 "(28,353 and 29,321 parameters) denoising digits at noise sigma = 1"),
+    ]
+}
