@@ -31,7 +31,7 @@ def test_ddim_trajectory_layout(tiny):
     traj = denoising_trajectory(*tiny, sampler="ddim", steps=10, label=4, seed=1)
     assert len(traj.timesteps) == 10 and len(traj.xt) == 11
     assert len(traj.x0_pred) == len(traj.eps_pred) == 10
-    assert traj.timesteps[0] == 49 and traj.timesteps[-1] == 0
+    assert traj.timesteps[0] == 49 and traj.timesteps[-1] == 4  # trailing spacing
     assert torch.equal(traj.xt[-1], traj.x.cpu())
     again = denoising_trajectory(*tiny, sampler="ddim", steps=10, label=4, seed=1)
     assert torch.equal(traj.x, again.x)  # DDIM with a fixed seed is deterministic
