@@ -189,3 +189,42 @@ def test_compile_trains_through_the_compiled_module(monkeypatch):
         steps=3, batch_size=4, compile=True, progress=False)
     assert compiled and compiled[0].calls == 3
     assert not torch.equal(model.weight, before)
+
+
+def test_checkpoint_blocks_saves_memory_and_keeps_gradients():
+    from unet_edu.blocks import ResBlock
+    from unet_edu.exercises.chapter6 import activation_bytes
+    from unet_edu.models import DiffusionUNet
+    from unet_edu.train import checkpoint_blocks
+
+    torch.manual_seed(0)
+    net = DiffusionUNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, norm_groups=4,
+                        attention_levels=(), num_timesteps=10)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 5])
+    plain_bytes = activation_bytes(net, x, t)
+    net(x, t).square().sum().backward()
+    plain = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    blocks = sum(isinstance(m, ResBlock) for m in net.modules())
+    assert checkpoint_blocks(net, ResBlock) == blocks > 0
+    assert checkpoint_blocks(net, ResBlock) == 0  # already wrapped: nothing more to do
+    assert activation_bytes(net, x, t) < 0.7 * plain_bytes
+    net(x, t).square().sum().backward()
+    for a, p in zip(plain, net.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+    with pytest.raises(ValueError, match="has no Linear"):
+        checkpoint_blocks(ResBlock(4, 4, None, norm_groups=2), torch.nn.Linear)
+
+
+def test_zero_module_makes_an_added_branch_a_no_op_that_still_learns():
+    from unet_edu.blocks import zero_module
+
+    torch.manual_seed(0)
+    base, branch = torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Conv2d(1, 4, 3, padding=1)
+    join = zero_module(torch.nn.Conv2d(4, 1, 1))
+    x = torch.randn(2, 1, 6, 6)
+    out = base(x) + join(branch(x))
+    assert torch.equal(out, base(x))
+    out.sum().backward()
+    assert join.weight.grad.abs().sum() > 0  # the join learns ...
+    assert branch.weight.grad.abs().sum() == 0  # ... the branch only once the join is non-zero

@@ -31,6 +31,7 @@ __all__ = [
     "Upsample",
     "group_norm",
     "norm_factory",
+    "zero_module",
 ]
 
 
@@ -40,6 +41,22 @@ def group_norm(channels: int, groups: int, where: str = "GroupNorm") -> nn.Group
         raise ValueError(f"{where}: norm_groups must be at least 1, got {groups}; 32 is usual")
     check_groups(channels, groups, where)
     return nn.GroupNorm(groups, channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Set every parameter of ``module`` to zero, in place, and return it.
+
+    A branch that ends in a zeroed layer and is *added* to a network starts as an exact no-op:
+    the network computes what it computed before.  The zeroed layer's own weights still get
+    gradients (its input is not zero), so after the first steps the branch switches itself on.
+    DDPM's code zero-initialises the last convolution of each residual block and of the
+    network; ControlNet joins a trainable copy of an encoder to a frozen model through zeroed
+    1 x 1 convolutions, so training starts from the frozen model's exact behaviour.
+    """
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module
 
 
 def norm_factory(norm, dims: int = 2, groups: int = 8, where: str = "norm"):

@@ -38,7 +38,7 @@ from .models import build_model
 from .progress import Progress
 
 __all__ = ["History", "fit", "save_checkpoint", "load_checkpoint", "CheckpointInfo", "sidecar_path",
-           "read_checkpoint_info"]
+           "read_checkpoint_info", "checkpoint_blocks"]
 
 FORMAT = "unet_edu-checkpoint-1"
 
@@ -222,6 +222,36 @@ def fit(model, loss_fn, data, *, steps: int, batch_size: int = 64, lr: float = 1
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
+def checkpoint_blocks(model: torch.nn.Module, block_type: type) -> int:
+    """Activation checkpointing: recompute every ``block_type`` submodule during backward.
+
+    Training keeps each layer's activations until the backward pass needs them, and in a
+    U-Net they take far more memory than the weights.  Wrapped with
+    :func:`torch.utils.checkpoint.checkpoint`, a block keeps only its inputs and runs its
+    forward pass a second time during backward: less memory for about one extra forward pass
+    of those blocks.  Changes ``model`` in place (its results and gradients are unchanged) and
+    returns the number of blocks newly wrapped (0 when called twice).
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    def wrapped(forward, *args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    blocks = [m for m in model.modules() if isinstance(m, block_type)]
+    count = 0
+    for m in blocks:
+        if not getattr(m, "_checkpointed", False):
+            m.forward = functools.partial(wrapped, m.forward)
+            m._checkpointed = True
+            count += 1
+    if not blocks:
+        raise ValueError(f"checkpoint_blocks: {type(model).__name__} has no {block_type.__name__} "
+                         f"to wrap; pass a block type it contains (e.g. ResBlock)")
+    return count
+
+
 def sidecar_path(path) -> Path:
     """The readable JSON copy of checkpoint ``path``: the full file name plus ``.json``.
 
