@@ -72,3 +72,14 @@ def test_the_command_trains_saves_and_reports(tmp_path, monkeypatch, capsys):
     assert status in (0, 1) and out.count(" fall ") == 4
     assert train_experiments.main(["--list"]) == 0
     assert "ch3-denoisers" in capsys.readouterr().out
+
+
+def test_every_shipped_experiment_is_complete_and_converged():
+    # The chapters load these by default: every run must be there, load, and have converged
+    # (its training loss fell by less than 5% over the last fifth of the run).
+    for exp in ex.EXPERIMENTS.values():
+        runs = ex.load_runs(exp, device="cpu")
+        assert len(runs) == len(exp.variants) * len(exp.seeds)
+        for run in runs.values():
+            assert run.record["steps"] == exp.steps and len(run.history.losses) == exp.steps
+            assert ex.converged(run.history)[0], (exp.name, run.variant, run.seed)
