@@ -130,3 +130,18 @@ def test_committed_sweep_table_is_generated_from_the_shipped_results():
     assert (BENCH / "quality-cpu.png").exists()
     assert res["meta"]["model"]["training_steps"] == load("digits-ddpm", device="cpu").info.step
     assert any(r["sampler"] == "ddpm" for r in res["rows"]) and res["meta"]["n"] >= 500
+    # Chapter 5 reads the trailing rows with their spreads, and the other spacings at 5-20 steps.
+    assert res["meta"]["spacing"] == "trailing"
+    spaced = {(r["steps"], r["spacing"]) for r in res["rows"] if r["sampler"] == "ddim"}
+    assert {(s, sp) for s in (5, 10, 20) for sp in ("trailing", "linspace", "leading")} <= spaced
+    assert all(r["fd_sd"] > 0 for r in res["rows"] if r["sampler"] == "ddim")
+
+
+def test_committed_guidance_sweep_belongs_to_the_shipped_model():
+    from unet_edu.pretrained import load
+
+    res = sweep.shipped_results("guidance")
+    assert res["meta"]["model"]["training_steps"] == load("digits-ddpm", device="cpu").info.step
+    assert [r["guidance_scale"] for r in res["rows"]] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert res["meta"]["n"] >= 500 and res["meta"]["real_variety"] > 0
+    assert all(r["variety"] > 0 and r["fd_sd"] > 0 for r in res["rows"])

@@ -88,7 +88,10 @@ def markdown_table(results: dict, factor: float = 1.5) -> str:
     for r in results["rows"]:
         rel = f"{r['fd'] / ddpm_fd:.2f}" if ddpm_fd else "–"
         spacing = r.get("spacing") or ("–" if r["sampler"] == "ddpm" else m.get("spacing", "linspace"))
-        lines.append(f"| {r['sampler'].upper()} | {spacing} | {r['steps']:,} | {_fd(r)} | {rel} | "
+        name = r["sampler"].upper()
+        if r.get("reused_from"):  # carried over from an earlier sweep: its time is that day's
+            name += f" (sampled {r['reused_from']})"
+        lines.append(f"| {name} | {spacing} | {r['steps']:,} | {_fd(r)} | {rel} | "
                      f"{r['label_accuracy']:.3f} | {r['seconds'] / r['n']:.4f} |")
     best = fewest_steps_within(results, factor)
     lines.append("")
