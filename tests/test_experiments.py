@@ -50,10 +50,43 @@ def test_runs_round_trip_through_files(tmp_path):
     assert torch.equal(next(again.model.parameters()), next(runs[("a", 0)].model.parameters()))
 
 
+def test_a_loss_per_variant_and_a_subset_of_variants(tmp_path):
+    def doubled(model, batch, generator):
+        return 2 * _loss(model, batch, generator)
+
+    exp = ex.Experiment("two-losses", dict(TINY.variants), data=TINY.data,
+                        loss={"a": _loss, "b": doubled}, steps=5, batch_size=4, lr=1e-2,
+                        seeds=(0,))
+    assert exp.loss_for("a") is _loss and exp.loss_for("b") is doubled
+    runs = ex.train_runs(exp, variants=["b"], device="cpu", progress=False)
+    assert list(runs) == [("b", 0)]
+    ex.save_run(runs[("b", 0)], root=tmp_path)
+    assert list(ex.load_runs(exp, variants=["b"], device="cpu", root=tmp_path)) == [("b", 0)]
+    with pytest.raises(FileNotFoundError):  # "a" was never trained
+        ex.load_runs(exp, device="cpu", root=tmp_path)
+    with pytest.raises(ValueError, match="has no variant 'c'; it has a, b"):
+        ex.load_runs(exp, variants=["c"], root=tmp_path)
+    with pytest.raises(ValueError, match="a loss per variant needs exactly"):
+        ex.Experiment("x", {"a": None, "b": None}, None, {"a": _loss}, 1, 1, 1.0)
+
+
+def test_the_noise_level_inputs():
+    x0 = torch.zeros(500, 1, 4, 4)
+    noisy, sigma = ex.noisy_digits(x0, torch.Generator().manual_seed(0))
+    lo, hi = ex.SIGMA_RANGE
+    assert sigma.shape == (500, 1, 1, 1) and lo <= sigma.min() and sigma.max() <= hi
+    # log-uniform: the median sits at the geometric mean of the range
+    assert abs(sigma.median().log() - 0.5 * (torch.tensor(lo * hi)).log()) < 0.25
+    fixed, s = ex.noisy_digits(x0, torch.Generator().manual_seed(0), sigma=0.5)
+    assert torch.all(s == 0.5) and abs(fixed.std() - 0.5) < 0.02
+    both = ex.told_input(fixed, s)
+    assert both.shape == (500, 2, 4, 4) and torch.all(both[:, 1] == 0.5)
+
+
 def test_missing_runs_and_bad_names_say_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m tools.train_experiments tiny"):
         ex.load_runs(TINY, device="cpu", root=tmp_path)
-    with pytest.raises(ValueError, match="unknown experiment 'nope'; known: ch3-denoisers"):
+    with pytest.raises(ValueError, match="unknown experiment 'nope'; known: cell-seg"):
         ex.load_runs("nope")
     with pytest.raises(ValueError, match="has no variant 'c'"):
         ex.train_run(TINY, "c", 0)
@@ -71,7 +104,7 @@ def test_the_command_trains_saves_and_reports(tmp_path, monkeypatch, capsys):
         "b--seed1.safetensors"]
     assert status in (0, 1) and out.count(" fall ") == 4
     assert train_experiments.main(["--list"]) == 0
-    assert "ch3-denoisers" in capsys.readouterr().out
+    assert "digit-denoisers" in capsys.readouterr().out
 
 
 def test_every_shipped_experiment_is_complete_and_converged():

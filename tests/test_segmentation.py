@@ -116,3 +116,33 @@ def test_overlap_tile_equals_whole_image_and_no_overlap_differs():
     alone = overlap_tile_predict(model, x, 36, overlap=False)
     assert alone.shape == stitched.shape and not torch.allclose(alone, stitched, atol=1e-4)
     assert overlap_tile_predict(model, torch.rand(1, 1, 50, 61), 36).shape == (1, 2, 50, 61)
+
+
+def test_training_tiles_pair_inputs_with_their_central_labels():
+    from unet_edu.data import synthetic_cells
+    from unet_edu.segmentation import training_tiles
+
+    cells = synthetic_cells(3, 48, seed=0)
+    tiles, masks, weights = training_tiles(cells.images, cells.instances, out=20, margin=6,
+                                           per_image=5, deform=False, seed=0)
+    assert tiles.shape == (15, 1, 32, 32) and masks.shape == weights.shape == (15, 20, 20)
+    assert masks.dtype == torch.long and set(masks.unique().tolist()) <= {0, 1}
+    # Without deformation a tile's centre is a crop of its image: find it again.
+    hits = 0
+    for t, m in zip(tiles, masks):
+        for img, inst in zip(cells.images, cells.instances):
+            for r in range(48 - 20 + 1):
+                for c in range(48 - 20 + 1):
+                    if torch.equal(img[:, r:r + 20, c:c + 20], t[:, 6:26, 6:26]):
+                        hits += torch.equal((inst[r:r + 20, c:c + 20] > 0).long(), m)
+                        break
+                else:
+                    continue
+                break
+    assert hits == 15
+    deformed = training_tiles(cells.images, cells.instances, out=20, margin=6, per_image=5)
+    assert deformed[0].shape == (30, 1, 32, 32)  # one elastic copy of each image
+    with pytest.raises(ValueError, match="use out <= 48"):
+        training_tiles(cells.images, cells.instances, out=60, margin=0)
+    with pytest.raises(ValueError, match="of the same N"):
+        training_tiles(cells.images, cells.instances[:2], out=20, margin=6)

@@ -35,6 +35,7 @@ __all__ = [
     "gap_background_rate",
     "separated_instances",
     "weighted_cross_entropy",
+    "training_tiles",
     "elastic_field",
     "elastic_deform",
     "mirror_pad",
@@ -238,6 +239,54 @@ def elastic_deform(image: torch.Tensor, labels: torch.Tensor | None, grid: int =
         return img, None
     lab = TF.elastic(tv_tensors.Mask(labels[None]), displacement).as_subclass(torch.Tensor)[0]
     return img, lab
+
+
+def training_tiles(images: torch.Tensor, instances: torch.Tensor, out: int, margin: int,
+                   per_image: int = 12, deform: bool = True, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random training tiles in the paper's layout: an input window and its central labels.
+
+    ``images`` ``(N, C, H, W)`` and their instance labels ``(N, H, W)`` (0 is background).
+    With ``deform=True`` every image also gets one :func:`elastic_deform` copy (seed = its
+    index), and the weight map is recomputed from the *deformed* labels, since the gaps
+    between cells move with them.  From each image ``per_image`` output tiles of side ``out``
+    are drawn at random; each comes with ``margin`` pixels of context per side (mirrored at
+    the image border, as in the paper), so the inputs are ``out + 2 margin`` wide.
+
+    Returns ``(tiles (M, C, out+2m, out+2m), masks (M, out, out) long, weights (M, out, out))``.
+    """
+    import numpy as np
+
+    from .data import unet_weight_map
+
+    _whole("out", out, 1)
+    _whole("margin", margin, 0)
+    _whole("per_image", per_image, 1)
+    if images.dim() != 4 or instances.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"images must be (N, C, H, W) and instances (N, H, W) of the same N, H, "
+                         f"W; got {tuple(images.shape)} and {tuple(instances.shape)}")
+    h, w = images.shape[-2:]
+    if out > min(h, w):
+        raise ValueError(f"an output tile of {out} does not fit in {h} x {w} images; use "
+                         f"out <= {min(h, w)}")
+    imgs, labs = [images], [instances]
+    if deform:
+        for i in range(len(images)):
+            a, b = elastic_deform(images[i], instances[i], seed=i)
+            imgs.append(a[None])
+            labs.append(b[None])
+    imgs, labs = torch.cat(imgs), torch.cat(labs)
+    weights = torch.stack([unet_weight_map(lab) for lab in labs])
+    padded = mirror_pad(imgs, margin)
+    rng = np.random.default_rng(seed)
+    side = out + 2 * margin
+    tiles, masks, tile_weights = [], [], []
+    for i in range(len(imgs)):
+        for r, c in rng.integers(0, [h - out + 1, w - out + 1], size=(per_image, 2)):
+            tiles.append(padded[i, :, r:r + side, c:c + side])
+            masks.append((labs[i, r:r + out, c:c + out] > 0).long())
+            tile_weights.append(weights[i, r:r + out, c:c + out])
+    return torch.stack(tiles), torch.stack(masks), torch.stack(tile_weights)
 
 
 def mirror_pad(x: torch.Tensor, pad: int) -> torch.Tensor:

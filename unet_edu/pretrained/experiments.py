@@ -36,8 +36,10 @@ class Experiment:
 
     ``variants`` maps a variant's name (letters, digits and ``-``: it names files) to a
     function that builds its untrained network; ``data()`` returns the training tensors and
-    ``loss`` is :func:`unet_edu.train.fit`'s ``loss_fn``.  ``steps``, ``batch_size`` and ``lr``
-    are the publication budget.
+    ``loss`` is :func:`unet_edu.train.fit`'s ``loss_fn``, one for all variants, or a dict
+    giving each variant its own (when the loss *is* what the variants compare, e.g. weighted
+    against plain cross-entropy).  ``steps``, ``batch_size`` and ``lr`` are the publication
+    budget.
     """
 
     name: str
@@ -54,6 +56,23 @@ class Experiment:
         for v in self.variants:
             if not v.replace("-", "").isalnum():
                 raise ValueError(f"variant name {v!r} must use letters, digits and '-' only")
+        if isinstance(self.loss, dict) and set(self.loss) != set(self.variants):
+            raise ValueError(f"a loss per variant needs exactly the variants "
+                             f"{sorted(self.variants)}, got {sorted(self.loss)}")
+
+    def loss_for(self, variant: str) -> Callable:
+        """The loss that trains ``variant``."""
+        return self.loss[variant] if isinstance(self.loss, dict) else self.loss
+
+    def pick(self, variants=None) -> list:
+        """``variants`` (all of them when None), checked against the experiment's."""
+        if variants is None:
+            return list(self.variants)
+        unknown = [v for v in variants if v not in self.variants]
+        if unknown:
+            raise ValueError(f"{self.name} has no variant {unknown[0]!r}; it has "
+                             f"{', '.join(self.variants)}")
+        return list(variants)
 
 
 @dataclass
@@ -113,7 +132,7 @@ def train_run(experiment, variant: str, seed: int, *, steps: int | None = None, 
     model = exp.variants[variant]().to(dev)
     steps = exp.steps if steps is None else steps
     start = time.perf_counter()
-    history = fit(model, exp.loss, exp.data(), steps=steps, batch_size=exp.batch_size,
+    history = fit(model, exp.loss_for(variant), exp.data(), steps=steps, batch_size=exp.batch_size,
                   lr=exp.lr, seed=seed, progress=progress, desc=f"{variant}, seed {seed}")
     ok, fall = converged(history)
     record = {"experiment": exp.name, "variant": variant, "seed": seed, "steps": steps,
@@ -124,12 +143,12 @@ def train_run(experiment, variant: str, seed: int, *, steps: int | None = None, 
     return Run(variant, seed, model.eval(), history, record)
 
 
-def train_runs(experiment, *, steps: int | None = None, seeds=None, device=None,
-               progress: bool = True) -> dict:
-    """Train every variant with every seed; returns ``{(variant, seed): Run}``."""
+def train_runs(experiment, *, variants=None, steps: int | None = None, seeds=None,
+               device=None, progress: bool = True) -> dict:
+    """Train ``variants`` (default: all) with every seed; returns ``{(variant, seed): Run}``."""
     exp = _experiment(experiment)
     return {(v, s): train_run(exp, v, s, steps=steps, device=device, progress=progress)
-            for v in exp.variants for s in (exp.seeds if seeds is None else seeds)}
+            for v in exp.pick(variants) for s in (exp.seeds if seeds is None else seeds)}
 
 
 def save_run(run: Run, root: Path | None = None) -> Path:
@@ -144,8 +163,8 @@ def save_run(run: Run, root: Path | None = None) -> Path:
                            extra={"training": run.record})
 
 
-def load_runs(experiment, *, device=None, root: Path | None = None) -> dict:
-    """The shipped runs of an experiment, ``{(variant, seed): Run}``, models in eval mode.
+def load_runs(experiment, *, variants=None, device=None, root: Path | None = None) -> dict:
+    """The shipped runs of ``variants`` (default: all), ``{(variant, seed): Run}``, in eval mode.
 
     A missing run raises ``FileNotFoundError`` naming the command that trains it.
     """
@@ -155,7 +174,7 @@ def load_runs(experiment, *, device=None, root: Path | None = None) -> dict:
     exp = _experiment(experiment)
     dev = torch.device(device) if device is not None else best_device()
     runs = {}
-    for v in exp.variants:
+    for v in exp.pick(variants):
         for s in exp.seeds:
             path = run_path(exp.name, v, s)
             if root is not None:
@@ -181,7 +200,7 @@ def _mnist_train():
 
 
 def _denoise_sigma1(model, batch, generator):
-    """Chapter 3's task: recover a digit in [0, 1] from ``digit + noise`` of standard deviation 1."""
+    """Recover a digit in [0, 1] from ``digit + noise`` of standard deviation 1."""
     import torch.nn.functional as F
 
     (x0,) = batch
@@ -195,19 +214,104 @@ def _naive_cnn_32():
     return NaiveCNN(depth=5, hidden=32)
 
 
-def _unet_3_levels():
+def _unet(skip="concat", in_channels=1):
     from ..models import UNet2015
 
-    return UNet2015(features=(8, 16, 32), out_channels=1, padding="same")
+    return lambda: UNet2015(in_channels=in_channels, features=(8, 16, 32), out_channels=1,
+                            padding="same", skip=skip)
+
+
+# Chapter 1's noise levels: log-uniform between these, so that no few values can be memorised.
+SIGMA_RANGE = (0.1, 2.0)
+
+
+def noisy_digits(x0: torch.Tensor, generator, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0 + sigma * noise, sigma)``; ``sigma`` per image, drawn from :data:`SIGMA_RANGE`
+    (log-uniform) unless given, returned with shape ``(N, 1, 1, 1)``."""
+    import math
+
+    lo, hi = SIGMA_RANGE
+    if sigma is None:
+        u = torch.rand(len(x0), generator=generator)
+        sigma = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    sigma = torch.as_tensor(sigma, dtype=x0.dtype).expand(len(x0)).reshape(-1, 1, 1, 1)
+    noise = torch.randn(x0.shape, generator=generator)
+    return x0 + (sigma * noise).to(x0.device), sigma.to(x0.device)
+
+
+def told_input(noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The told denoiser's input: the noisy image and a second channel holding sigma."""
+    return torch.cat([noisy, sigma.expand_as(noisy)], 1)
+
+
+def _blind_loss(model, batch, generator):
+    import torch.nn.functional as F
+
+    (x0,) = batch
+    noisy, _ = noisy_digits(x0, generator)
+    return F.mse_loss(model(noisy), x0)
+
+
+def _told_loss(model, batch, generator):
+    import torch.nn.functional as F
+
+    (x0,) = batch
+    noisy, sigma = noisy_digits(x0, generator)
+    return F.mse_loss(model(told_input(noisy, sigma)), x0)
+
+
+def _cell_tiles():
+    from ..data import synthetic_cells
+    from ..segmentation import training_tiles
+
+    # Chapter 2's data: 120 synthetic images, each with one elastic copy, 12 tiles of 76 x 76
+    # (output 36 x 36, 20 pixels of context per side) from each.
+    cells = synthetic_cells(120, 96, seed=1)
+    return training_tiles(cells.images, cells.instances, out=36, margin=20)
+
+
+def _segmenter(skip):
+    from ..models import UNet2015
+
+    return lambda: UNet2015(features=(8, 16, 32), out_channels=2, padding="valid", skip=skip)
+
+
+def _seg_loss(weighted):
+    def loss(model, batch, generator):
+        from ..segmentation import weighted_cross_entropy
+
+        x, y, w = batch
+        return weighted_cross_entropy(model(x), y, w if weighted else None)
+    return loss
 
 
 EXPERIMENTS = {
     e.name: e for e in [
         Experiment(
-            "ch3-denoisers",
-            variants={"naive-cnn": _naive_cnn_32, "unet": _unet_3_levels},
+            "digit-denoisers",
+            variants={"naive-cnn": _naive_cnn_32, "unet": _unet("concat"),
+                      "unet-add": _unet("add"), "unet-none": _unet("none")},
             data=_mnist_train, loss=_denoise_sigma1, steps=4000, batch_size=64, lr=2e-3,
-            note="chapter 3: a 5-layer plain stack and a 3-level U-Net of matched size "
-                 "(28,353 and 29,321 parameters) denoising digits at noise sigma = 1"),
+            note="chapters 1-3: a 5-layer plain stack and a 3-level U-Net of matched size "
+                 "(28,353 and 29,321 parameters), and the U-Net with additive skips or none "
+                 "(26,441), denoising digits at noise sigma = 1"),
+        Experiment(
+            "noise-level",
+            variants={"blind": _unet("concat"), "told": _unet("concat", in_channels=2)},
+            data=_mnist_train, loss={"blind": _blind_loss, "told": _told_loss}, steps=4000,
+            batch_size=64, lr=2e-3,
+            note="chapter 1: the 3-level U-Net denoising digits at a noise level drawn "
+                 "log-uniformly from 0.1 to 2, blind or told sigma in a second channel"),
+        Experiment(
+            "cell-segmentation",
+            variants={"concat": _segmenter("concat"), "add": _segmenter("add"),
+                      "none": _segmenter("none"), "concat-plain": _segmenter("concat")},
+            data=_cell_tiles,
+            loss={"concat": _seg_loss(True), "add": _seg_loss(True),
+                  "none": _seg_loss(True), "concat-plain": _seg_loss(False)},
+            steps=3000, batch_size=32, lr=3e-3,
+            note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
+                 "each kind of skip and the weighted loss, and with concatenation and plain "
+                 "cross-entropy"),
     ]
 }
