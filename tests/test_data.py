@@ -70,3 +70,22 @@ def test_mnist_uses_torchvision_files_when_present(tmp_path, monkeypatch):
     assert got.source.startswith("torchvision") and got.labels.tolist() == [7, 1, 4]
     assert torch.allclose(got.images[0, 0] * 255, torch.from_numpy(imgs[0]).float())
     assert data.data_dir() == tmp_path
+
+
+def test_cells_with_decoys_keep_decoys_clear_of_cells_and_out_of_the_mask():
+    from unet_edu.data import cells_with_decoys
+
+    a = cells_with_decoys(6, 48, seed=3)
+    b = cells_with_decoys(6, 48, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # same seed, same data
+    assert a.images.shape == (6, 1, 48, 48) and a.masks.shape == a.decoys.shape == (6, 48, 48)
+    assert 0 <= a.images.min() and a.images.max() <= 1
+    assert a.decoys.any(dim=(1, 2)).all()  # every image has decoys (2 to 4 by default)
+    assert not (a.decoys & (a.masks > 0)).any()  # decoys are background
+    # decoys are as bright as cells: brightness alone cannot tell them apart
+    cell_mean = a.images[:, 0][a.masks > 0].mean()
+    decoy_mean = a.images[:, 0][a.decoys].mean()
+    assert abs(cell_mean - decoy_mean) < 0.2
+    assert not cells_with_decoys(2, 48, seed=0, decoys=(0, 0)).decoys.any()
+    with pytest.raises(ValueError, match="e.g. decoys=\\(2, 4\\)"):
+        cells_with_decoys(2, 48, decoys=(3, 1))

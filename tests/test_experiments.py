@@ -103,6 +103,11 @@ def test_the_command_trains_saves_and_reports(tmp_path, monkeypatch, capsys):
         "a--seed0.safetensors", "a--seed1.safetensors", "b--seed0.safetensors",
         "b--seed1.safetensors"]
     assert status in (0, 1) and out.count(" fall ") == 4
+    assert train_experiments.main(["tiny", "--out", str(tmp_path / "one"), "--seeds", "1"]) in (0, 1)
+    assert sorted(p.name for p in (tmp_path / "one" / "tiny").glob("*.safetensors")) == [
+        "a--seed1.safetensors", "b--seed1.safetensors"]
+    with pytest.raises(SystemExit):
+        train_experiments.main(["tiny", "--seeds", "one"])
     assert train_experiments.main(["--list"]) == 0
     assert "digit-denoisers" in capsys.readouterr().out
 

@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="retrain runs that are already saved")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=None, help="write under this folder instead of the package")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds to train now (default: all of the experiment's)")
     args = p.parse_args(argv)
     if args.list or not args.name:
         for e in EXPERIMENTS.values():
@@ -41,9 +43,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = EXPERIMENTS[args.name]
+    seeds = exp.seeds
+    if args.seeds:
+        try:
+            seeds = tuple(int(v) for v in args.seeds.split(","))
+        except ValueError:
+            p.error(f"--seeds takes whole numbers separated by commas, e.g. 0,1; got {args.seeds!r}")
     rows = []
-    for variant in exp.variants:
-        for seed in exp.seeds:
+    for seed in seeds:
+        for variant in exp.variants:
             path = run_path(exp.name, variant, seed)
             if args.out is None and path.exists() and not args.force:
                 print(f"{variant}, seed {seed}: already saved ({path.name}), skipped", flush=True)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["Digits", "mnist", "data_dir", "CellData", "synthetic_cells", "unet_weight_map"]
+__all__ = ["Digits", "mnist", "data_dir", "CellData", "synthetic_cells", "unet_weight_map",
+           "DecoyData", "cells_with_decoys"]
 
 
 class Digits(NamedTuple):
@@ -270,3 +271,51 @@ def unet_weight_map(instance_mask, w0: float = 10.0, sigma: float = 5.0) -> torc
         d1, d2 = dists[0], dists[1]
         w = w + np.where(fg, 0.0, w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2)))
     return torch.from_numpy(w).float()
+
+
+class DecoyData(NamedTuple):
+    """Cells among decoys: ``images`` ``(N, 1, S, S)`` in [0, 1], ``masks`` ``(N, S, S)``
+    (1 = cell; decoys are background) and ``decoys`` ``(N, S, S)`` bool."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    decoys: torch.Tensor
+
+
+def cells_with_decoys(n: int, size: int = 48, seed: int = 0,
+                      decoys: tuple[int, int] = (2, 4)) -> DecoyData:
+    """:func:`synthetic_cells` plus bright rectangles that the mask calls background.
+
+    The decoys have the cells' brightness and texture, so brightness alone no longer finds
+    the cells: a network must use shape and context ("round, with a bright rim" against
+    "straight edges and corners").  Each image gets between ``decoys[0]`` and ``decoys[1]``
+    of them, kept two pixels clear of every cell.  The same ``seed`` gives the same images.
+    """
+    try:
+        lo, hi = decoys
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"decoys must be a (fewest, most) pair, got {decoys!r}") from err
+    if not all(isinstance(v, (int, np.integer)) for v in (lo, hi)) or not 0 <= lo <= hi:
+        raise ValueError(f"decoys must be whole numbers with 0 <= fewest <= most, got "
+                         f"{decoys!r}; e.g. decoys=(2, 4)")
+    cells = synthetic_cells(n, size=size, seed=seed, cells=(3, 6))
+    rng = np.random.default_rng(seed + 1)
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = cells.images.numpy().copy()
+    decoy_masks = np.zeros((n, size, size), dtype=bool)
+    for k in range(n):
+        near_cell = ndimage.binary_dilation(cells.masks[k].numpy() > 0, iterations=2)
+        fill = np.zeros((size, size))
+        for _ in range(rng.integers(lo, hi + 1)):
+            h, w = rng.uniform(0.10, 0.22, 2) * size
+            cy, cx = rng.uniform(0.1, 0.9, 2) * size
+            box = (abs(yy - cy) < h / 2) & (abs(xx - cx) < w / 2) & ~near_cell
+            fill = np.where(box, rng.uniform(0.45, 0.75), fill)
+        body = fill > 0
+        # the cells' look: a soft edge and the same fine-grained texture
+        texture = ndimage.gaussian_filter(rng.normal(0, 0.12, (size, size)), 1.5)
+        rendered = ndimage.gaussian_filter(np.where(body, fill, 0.12), 0.8) + texture
+        images[k, 0] = np.clip(np.where(body, rendered, images[k, 0]), 0, 1)
+        decoy_masks[k] = body
+    return DecoyData(torch.from_numpy(images).float(), cells.masks,
+                     torch.from_numpy(decoy_masks))

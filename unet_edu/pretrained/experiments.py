@@ -17,6 +17,7 @@ the training loss over the last fifth of the run fell by less than 5%.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +286,67 @@ def _seg_loss(weighted):
     return loss
 
 
+@functools.lru_cache(maxsize=1)
+def _decoy_cells():
+    from ..data import cells_with_decoys
+
+    data = cells_with_decoys(1024, 48, seed=0)  # chapter 6's training set
+    return data.images, data.masks
+
+
+@functools.lru_cache(maxsize=1)
+def _decoy_class_weights() -> torch.Tensor:
+    """The 2015 paper's class balance, N / (2 N_class), from the training masks."""
+    fg = _decoy_cells()[1].float().mean().item()
+    return torch.tensor([0.5 / (1 - fg), 0.5 / fg])
+
+
+def _balanced_ce(model, batch, generator):
+    import torch.nn.functional as F
+
+    x, y = batch
+    return F.cross_entropy(model(x), y, weight=_decoy_class_weights().to(x.device))
+
+
+def _deep_supervision_ce(model, batch, generator):
+    """U-Net++'s loss: the balanced cross-entropy averaged over its heads."""
+    import torch.nn.functional as F
+
+    x, y = batch
+    w = _decoy_class_weights().to(x.device)
+    outs = model.forward_all(x)
+    return sum(F.cross_entropy(o, y, weight=w) for o in outs) / len(outs)
+
+
+def _segmenter_4(kind):
+    from ..models import AttentionUNet, UNet2015, UNetPlusPlus
+
+    if kind == "unet-plus-plus":  # narrower bottom level: about the others' parameter count
+        return lambda: UNetPlusPlus(in_channels=1, out_channels=2, features=(8, 16, 32, 48))
+    cls = AttentionUNet if kind == "attention-unet" else UNet2015
+    return lambda: cls(in_channels=1, out_channels=2, features=(8, 16, 32, 64))
+
+
+def _digits_pm1():
+    return _mnist_train() * 2 - 1
+
+
+DIFFUSION_CONFIG = dict(base_channels=8, norm_groups=4, num_heads=2, channel_mult=(1, 2),
+                        num_res_blocks=1)
+
+
+def _small_diffusion_unet(told=True):
+    from ..models import DiffusionUNet
+
+    return lambda: DiffusionUNet(**DIFFUSION_CONFIG, time_conditioning=told)
+
+
+def _cosine_diffusion_loss(model, batch, generator):
+    from ..diffusion import NoiseSchedule, diffusion_loss
+
+    return diffusion_loss(model, NoiseSchedule("cosine"), batch[0], generator=generator)
+
+
 EXPERIMENTS = {
     e.name: e for e in [
         Experiment(
@@ -313,5 +375,21 @@ EXPERIMENTS = {
             note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
                  "each kind of skip and the weighted loss, and with concatenation and plain "
                  "cross-entropy"),
+        Experiment(
+            "decoy-segmentation",
+            variants={k: _segmenter_4(k) for k in ("unet", "attention-unet", "unet-plus-plus")},
+            data=_decoy_cells,
+            loss={"unet": _balanced_ce, "attention-unet": _balanced_ce,
+                  "unet-plus-plus": _deep_supervision_ce},
+            steps=3000, batch_size=32, lr=3e-3,
+            note="chapter 6: U-Net, Attention U-Net and U-Net++ (4 levels, about 120k "
+                 "parameters each) finding cells among decoys, 1,024 training images"),
+        Experiment(
+            "time-conditioning",
+            variants={"told": _small_diffusion_unet(True), "blind": _small_diffusion_unet(False)},
+            data=_digits_pm1, loss=_cosine_diffusion_loss, steps=4000, batch_size=64, lr=2e-3,
+            seeds=(0,),
+            note="chapter 4: a small diffusion U-Net told t (scale-shift) or not, predicting "
+                 "the noise on digits with the cosine schedule"),
     ]
 }
