@@ -379,8 +379,11 @@ def save_checkpoint(path, model, *, optimizer=None, generator=None, step: int = 
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
     text = json.dumps(meta)
+    # The sidecar is for reading: indented, but with the (long) loss history on one line each.
+    readable = json.dumps({**meta, "history": "HISTORY"}, indent=1).replace(
+        '"HISTORY"', json.dumps(meta["history"]), 1)
     _write_pair(path, lambda tmp: save_file(tensors, str(tmp), metadata={"unet_edu": text}),
-                json.dumps(meta, indent=1))
+                readable)
     return path
 
 
