@@ -311,25 +311,6 @@ def _balanced_ce(model, batch, generator):
     return F.cross_entropy(model(x), y, weight=_decoy_class_weights().to(x.device))
 
 
-def _deep_supervision_ce(model, batch, generator):
-    """U-Net++'s loss: the balanced cross-entropy averaged over its heads."""
-    import torch.nn.functional as F
-
-    x, y = batch
-    w = _decoy_class_weights().to(x.device)
-    outs = model.forward_all(x)
-    return sum(F.cross_entropy(o, y, weight=w) for o in outs) / len(outs)
-
-
-def _segmenter_4(kind):
-    from ..models import AttentionUNet, UNet2015, UNetPlusPlus
-
-    if kind == "unet-plus-plus":  # narrower bottom level: about the others' parameter count
-        return lambda: UNetPlusPlus(in_channels=1, out_channels=2, features=(8, 16, 32, 48))
-    cls = AttentionUNet if kind == "attention-unet" else UNet2015
-    return lambda: cls(in_channels=1, out_channels=2, features=(8, 16, 32, 64))
-
-
 def _plain_unet_with(norm):
     from ..models import AttentionUNet
 
@@ -385,15 +366,6 @@ EXPERIMENTS = {
             note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
                  "each kind of skip and the weighted loss, and with concatenation and plain "
                  "cross-entropy"),
-        Experiment(
-            "decoy-segmentation",
-            variants={k: _segmenter_4(k) for k in ("unet", "attention-unet", "unet-plus-plus")},
-            data=_decoy_cells,
-            loss={"unet": _balanced_ce, "attention-unet": _balanced_ce,
-                  "unet-plus-plus": _deep_supervision_ce},
-            steps=3000, batch_size=32, lr=3e-3,
-            note="chapter 6: U-Net, Attention U-Net and U-Net++ (4 levels, about 120k "
-                 "parameters each) finding cells among decoys, 1,024 training images"),
         Experiment(
             "tiny-batches",
             variants={"batch-norm": _plain_unet_with("batch"),
