@@ -228,3 +228,26 @@ def test_zero_module_makes_an_added_branch_a_no_op_that_still_learns():
     out.sum().backward()
     assert join.weight.grad.abs().sum() > 0  # the join learns ...
     assert branch.weight.grad.abs().sum() == 0  # ... the branch only once the join is non-zero
+
+
+def test_lr_drop_divides_the_learning_rate_by_ten_from_its_step_on():
+    import pytest
+    import torch.nn.functional as F
+    from unet_edu.models import NaiveCNN
+
+    def loss(m, batch, g):
+        (x,) = batch
+        return F.mse_loss(m(x), x)
+
+    # Compare a run with the drop half-way against constant-rate runs, step by step.
+    x = torch.rand(16, 1, 8, 8)
+    runs = {}
+    for name, kw in [("drop", dict(lr=1e-2, lr_drop_at=0.5)), ("high", dict(lr=1e-2))]:
+        torch.manual_seed(0)
+        m = NaiveCNN(depth=2, hidden=2)
+        runs[name] = fit(m, loss, x, steps=10, batch_size=4, seed=0, progress=False, **kw)
+    # Up to the drop (5 updates, so the first 6 losses) the runs are identical; then not.
+    assert runs["drop"].losses[:6] == runs["high"].losses[:6]
+    assert runs["drop"].losses[6:] != runs["high"].losses[6:]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        fit(NaiveCNN(depth=2, hidden=2), loss, x, steps=2, lr_drop_at=1.5, progress=False)

@@ -40,7 +40,8 @@ class Experiment:
     ``loss`` is :func:`unet_edu.train.fit`'s ``loss_fn``, one for all variants, or a dict
     giving each variant its own (when the loss *is* what the variants compare, e.g. weighted
     against plain cross-entropy).  ``steps``, ``batch_size`` and ``lr`` are the publication
-    budget.
+    budget; ``lr_drop_at`` divides the learning rate by 10 from that fraction of the run on
+    (see :func:`unet_edu.train.fit`).
     """
 
     name: str
@@ -52,6 +53,7 @@ class Experiment:
     lr: float
     seeds: tuple = (0, 1, 2)
     note: str = ""
+    lr_drop_at: float | None = None
 
     def __post_init__(self):
         for v in self.variants:
@@ -134,13 +136,15 @@ def train_run(experiment, variant: str, seed: int, *, steps: int | None = None, 
     steps = exp.steps if steps is None else steps
     start = time.perf_counter()
     history = fit(model, exp.loss_for(variant), exp.data(), steps=steps, batch_size=exp.batch_size,
-                  lr=exp.lr, seed=seed, progress=progress, desc=f"{variant}, seed {seed}")
+                  lr=exp.lr, seed=seed, progress=progress, desc=f"{variant}, seed {seed}",
+                  lr_drop_at=exp.lr_drop_at)
     # Keep four significant digits of each loss: far finer than their step-to-step noise,
     # and it keeps a shipped run's record (4,000 numbers, stored with the weights) small.
     history = type(history)(list(history.steps), [float(f"{v:.4g}") for v in history.losses])
     ok, fall = converged(history)
     record = {"experiment": exp.name, "variant": variant, "seed": seed, "steps": steps,
-              "batch_size": exp.batch_size, "lr": exp.lr, "device": dev.type,
+              "batch_size": exp.batch_size, "lr": exp.lr, "lr_drop_at": exp.lr_drop_at,
+              "device": dev.type,
               "threads": torch.get_num_threads(),
               "wall_time_s": round(time.perf_counter() - start, 1),
               "converged": ok, "fall_over_last_fifth": round(fall, 4)}
@@ -362,7 +366,7 @@ EXPERIMENTS = {
             data=_cell_tiles,
             loss={"concat": _seg_loss(True), "add": _seg_loss(True),
                   "none": _seg_loss(True), "concat-plain": _seg_loss(False)},
-            steps=3000, batch_size=32, lr=3e-3,
+            steps=3000, batch_size=32, lr=3e-3, lr_drop_at=0.75,
             note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
                  "each kind of skip and the weighted loss, and with concatenation and plain "
                  "cross-entropy"),
@@ -371,12 +375,14 @@ EXPERIMENTS = {
             variants={"batch-norm": _plain_unet_with("batch"),
                       "group-norm": _plain_unet_with("group")},
             data=_decoy_cells, loss=_balanced_ce, steps=3000, batch_size=2, lr=3e-3,
+            lr_drop_at=0.75,
             note="chapter 6: a 3-level U-Net with BatchNorm or GroupNorm, trained on "
                  "batches of two images (the cells among decoys)"),
         Experiment(
             "time-conditioning",
             variants={"told": _small_diffusion_unet(True), "blind": _small_diffusion_unet(False)},
             data=_digits_pm1, loss=_cosine_diffusion_loss, steps=4000, batch_size=64, lr=2e-3,
+            lr_drop_at=0.75,
             seeds=(0,),
             note="chapter 4: a small diffusion U-Net told t (scale-shift) or not, predicting "
                  "the noise on digits with the cosine schedule"),
