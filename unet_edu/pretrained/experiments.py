@@ -17,7 +17,6 @@ the training loss over the last fifth of the run fell by less than 5%.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,35 +292,6 @@ def _seg_loss(weighted):
     return loss
 
 
-@functools.lru_cache(maxsize=1)
-def _decoy_cells():
-    from ..data import cells_with_decoys
-
-    data = cells_with_decoys(1024, 48, seed=0)  # chapter 6's training set
-    return data.images, data.masks
-
-
-@functools.lru_cache(maxsize=1)
-def _decoy_class_weights() -> torch.Tensor:
-    """The 2015 paper's class balance, N / (2 N_class), from the training masks."""
-    fg = _decoy_cells()[1].float().mean().item()
-    return torch.tensor([0.5 / (1 - fg), 0.5 / fg])
-
-
-def _balanced_ce(model, batch, generator):
-    import torch.nn.functional as F
-
-    x, y = batch
-    return F.cross_entropy(model(x), y, weight=_decoy_class_weights().to(x.device))
-
-
-def _plain_unet_with(norm):
-    from ..models import AttentionUNet
-
-    return lambda: AttentionUNet(in_channels=1, out_channels=2, features=(8, 16, 32),
-                                 gates=False, norm=norm, norm_groups=4)
-
-
 def _digits_pm1():
     return _mnist_train() * 2 - 1
 
@@ -370,14 +340,6 @@ EXPERIMENTS = {
             note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
                  "each kind of skip and the weighted loss, and with concatenation and plain "
                  "cross-entropy"),
-        Experiment(
-            "tiny-batches",
-            variants={"batch-norm": _plain_unet_with("batch"),
-                      "group-norm": _plain_unet_with("group")},
-            data=_decoy_cells, loss=_balanced_ce, steps=3000, batch_size=2, lr=3e-3,
-            lr_drop_at=0.75,
-            note="chapter 6: a 3-level U-Net with BatchNorm or GroupNorm, trained on "
-                 "batches of two images (the cells among decoys)"),
         Experiment(
             "time-conditioning",
             variants={"told": _small_diffusion_unet(True), "blind": _small_diffusion_unet(False)},
