@@ -203,6 +203,18 @@ def _one_cell_image(rng: np.random.Generator, size: int, n_cells: int):
     return np.clip(img, 0, 1), instances
 
 
+def _count_range(name: str, pair, least: int, example: str) -> tuple[int, int]:
+    """``(fewest, most)`` from ``pair``, whole numbers with ``least <= fewest <= most``."""
+    try:
+        lo, hi = pair
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a (fewest, most) pair, got {pair!r}") from err
+    if not all(isinstance(v, (int, np.integer)) for v in (lo, hi)) or not least <= lo <= hi:
+        raise ValueError(f"{name} must be whole numbers with {least} <= fewest <= most, got "
+                         f"{pair!r}; e.g. {name}={example}")
+    return int(lo), int(hi)
+
+
 def synthetic_cells(n: int = 16, size: int = 96, seed: int = 0, cells: tuple[int, int] = (6, 12),
                     w0: float = 10.0, sigma: float = 5.0) -> CellData:
     """``n`` microscopy-like images of touching cells, with masks and weight maps.
@@ -215,13 +227,7 @@ def synthetic_cells(n: int = 16, size: int = 96, seed: int = 0, cells: tuple[int
     for name, value, least in (("n", n, 1), ("size", size, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
-    try:
-        lo, hi = cells
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"cells must be a (fewest, most) pair, got {cells!r}") from err
-    if not all(isinstance(v, (int, np.integer)) for v in (lo, hi)) or not 1 <= lo <= hi:
-        raise ValueError(f"cells must be whole numbers with 1 <= fewest <= most, got {cells!r}; "
-                         f"e.g. cells=(6, 12)")
+    lo, hi = _count_range("cells", cells, 1, "(6, 12)")
     for name, value in (("w0", w0), ("sigma", sigma)):
         if not np.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
             least = "> 0" if name == "sigma" else ">= 0"
@@ -291,13 +297,7 @@ def cells_with_decoys(n: int, size: int = 48, seed: int = 0,
     "straight edges and corners").  Each image gets between ``decoys[0]`` and ``decoys[1]``
     of them, kept two pixels clear of every cell.  The same ``seed`` gives the same images.
     """
-    try:
-        lo, hi = decoys
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"decoys must be a (fewest, most) pair, got {decoys!r}") from err
-    if not all(isinstance(v, (int, np.integer)) for v in (lo, hi)) or not 0 <= lo <= hi:
-        raise ValueError(f"decoys must be whole numbers with 0 <= fewest <= most, got "
-                         f"{decoys!r}; e.g. decoys=(2, 4)")
+    lo, hi = _count_range("decoys", decoys, 0, "(2, 4)")
     cells = synthetic_cells(n, size=size, seed=seed, cells=(3, 6))
     rng = np.random.default_rng(seed + 1)
     yy, xx = np.mgrid[0:size, 0:size]
