@@ -417,7 +417,6 @@ EXPERIMENTS = {
             variants={"told": _small_diffusion_unet(True), "blind": _small_diffusion_unet(False)},
             data=_digits_pm1, loss=_cosine_diffusion_loss, steps=4000, batch_size=64, lr=2e-3,
             lr_drop_at=0.75,
-            seeds=(0,),
             note="chapter 4: a small diffusion U-Net told t (scale-shift) or not, predicting "
                  "the noise on digits with the cosine schedule"),
         Experiment(
