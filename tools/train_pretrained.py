@@ -86,7 +86,8 @@ def _ema_update(ema, model, decay):
 
 
 def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0, out: Path = HERE,
-               work: Path = WORK, resume: bool = False, threads: int | None = None) -> Path:
+               work: Path = WORK, resume: bool = False, threads: int | None = None,
+               snapshots: tuple[int, ...] = ()) -> Path:
     from unet_edu.data import mnist
     from unet_edu.diffusion import NoiseSchedule, diffusion_loss
     from unet_edu.models import DiffusionUNet
@@ -139,6 +140,11 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
         done = target
         log["elapsed_s"] = time.time() - start
         _write_log(log_path, log)
+        if done in snapshots:
+            # The EMA weights as they were at this step, for chapter 5's pictures of training
+            # (tools/ddpm_snapshots.py samples them).  Written after the chunk's checkpoint, so
+            # they play no part in the training itself.
+            save_checkpoint(work / f"digits-ddpm-step{done:05d}.safetensors", ema, step=done)
         recent = history.losses[-chunk:]
         print(f"step {done}: mean loss over last {len(recent)} steps {sum(recent) / len(recent):.4f}, "
               f"{log['elapsed_s'] / 60:.1f} min", flush=True)
@@ -210,9 +216,19 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=HERE, help="folder for the shipped files")
     p.add_argument("--work", type=Path, default=WORK, help="diffusion: folder for working checkpoints")
+    p.add_argument("--snapshots", default="",
+                   help="diffusion: comma-separated steps (multiples of --chunk) at which to keep "
+                        "a copy of the EMA weights in --work, e.g. 500,1000,2000")
     a = p.parse_args(argv)
+    try:
+        snapshots = tuple(int(v) for v in a.snapshots.split(",") if v.strip())
+    except ValueError:
+        p.error(f"--snapshots takes whole step numbers separated by commas, not {a.snapshots!r}")
+    if any(v % a.chunk for v in snapshots):
+        p.error(f"--snapshots {a.snapshots}: every step must be a multiple of --chunk {a.chunk}, "
+                f"since the weights are copied between chunks")
     if a.name == "digits-ddpm":
-        train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads)
+        train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads, snapshots)
     else:
         train_classifier(a.out, a.threads)
     return 0

@@ -10,7 +10,8 @@
 
 Besides these two, :mod:`unet_edu.pretrained.experiments` ships the trained runs behind the
 chapters' experiments (several seeds of each compared network), and
-:mod:`unet_edu.pretrained.sweep` the stored sampler sweeps of ``digits-ddpm``.
+:mod:`unet_edu.pretrained.sweep` the stored sampler sweeps of ``digits-ddpm``, and
+:mod:`unet_edu.pretrained.snapshots` samples from points of its training.
 
 Everything is read from files inside the package: no network is needed.  The readable copy
 next to the weights (``<name>.safetensors.json``) records the configuration, the loss history
