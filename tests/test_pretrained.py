@@ -19,6 +19,21 @@ def test_files_are_small():
         assert path_of(name).stat().st_size < 5_000_000
 
 
+def test_readable_copy_matches_the_file_and_names_a_real_command():
+    import json
+    from pathlib import Path
+
+    from unet_edu.train import read_checkpoint_info, sidecar_path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in available():
+        info = read_checkpoint_info(path_of(name))
+        side = json.loads(sidecar_path(path_of(name)).read_text())
+        assert side["extra"] == info.extra and side["step"] == info.step
+        module = info.extra["command"].split()[2]  # "python -m <module> ..."
+        assert (root / (module.replace(".", "/") + ".py")).exists(), module
+
+
 def test_classifier_loads_and_recorded_accuracy():
     clf = load("digit-classifier", device="cpu")
     assert isinstance(clf.model, DigitClassifier) and not clf.model.training
