@@ -361,6 +361,7 @@ def decoy_weights() -> torch.Tensor:
     """:func:`class_balance` of the decoy training set (cells are about 10% of its pixels)."""
     return class_balance(_decoy_cells()[1])
 
+
 DECOY_FEATURES = (8, 16, 32, 64)  # four levels for the plain and the gated U-Net
 DECOY_PP_FEATURES = (8, 16, 32, 48)  # U-Net++ narrowed at the bottom to a similar size
 
