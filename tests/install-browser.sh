@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the browser test needs that pip cannot: Debian's Chromium.  (Playwright's Python
-# package drives it; the widget JavaScript comes from the npm registry during the test.)
+# package drives it; the pages' JavaScript comes with the site, from book/_static/vendor.)
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
   exit 0

@@ -25,8 +25,14 @@
    match a citation with its entry at a glance.  The bibliography style ``book_author_year``
    (``bibtex_default_style``) is pybtex's ``unsrt`` formatting with author-year labels, sorted
    by author and year.
-5. Long inline code may break anywhere (``static/site_fixes.css``): a file path or a fully
-   qualified function name in the prose made the appendix wider than a 390-pixel phone screen.
+5. The page style (``static/site_fixes.css``): code cells and their outputs that fit the column
+   at 76 characters and wrap on a phone, tables that scroll inside their box, the one-line
+   verdicts of the chapters' checks, widgets kept inside the column.
+6. The site serves its own JavaScript.  RequireJS, the widget manager and MathJax are copied
+   from pinned npm packages into ``book/_static/vendor`` (``python -m tools.vendor_js``), and
+   ``_config.yml`` points ``nb_ipywidgets_js`` and ``mathjax_path`` at those copies; this
+   extension adds the folder to the static files and stops the build when a configured copy
+   is missing, so that no page asks another server for anything.
 """
 
 import json
@@ -38,6 +44,7 @@ from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
 from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearSorting
 from sphinx.builders.html._assets import _JavaScript
+from sphinx.errors import ExtensionError
 
 MATHJAX2_BRIDGE = """(function () {
   function bridge(mj) {
@@ -55,12 +62,18 @@ MATHJAX2_BRIDGE = """(function () {
 })();"""
 
 
-def _widget_library_folder(js) -> str | None:
-    """The folder of the html-manager ``embed-amd.js`` script ``js`` (None for other scripts)."""
+VENDOR = Path(__file__).resolve().parents[1] / "_static" / "vendor"
+
+
+def _widget_library_folder(js, pathto) -> str | None:
+    """The folder of the html-manager ``embed-amd.js`` script ``js`` as the page addresses it
+    (None for other scripts): a URL stays a URL, a file of the site becomes a path relative to
+    the page, which is what RequireJS resolves a relative ``paths`` entry against."""
     src = str(getattr(js, "filename", None) or "").split("?")[0]
-    if "@jupyter-widgets/html-manager" in src and src.endswith("/embed-amd.js"):
-        return src.rsplit("/", 1)[0]
-    return None
+    if not src.endswith("/embed-amd.js"):
+        return None
+    folder = src.rsplit("/", 1)[0]
+    return folder if "://" in folder else pathto(folder, resource=True)
 
 
 def _requirejs_paths(folder: str) -> str:
@@ -97,7 +110,7 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
         if key in seen:
             continue
         seen.add(key)
-        folder = _widget_library_folder(js)
+        folder = _widget_library_folder(js, context["pathto"])
         if folder is not None:
             fixed.append(_JavaScript("", body=_requirejs_paths(folder)))
         fixed.append(js)
@@ -151,9 +164,22 @@ class AuthorYearStyle(UnsrtStyle):
     default_sorting_style = AuthorYearSorting
 
 
+def _local_scripts(config) -> list[str]:
+    """The scripts the configuration asks the site itself to serve (paths under _static)."""
+    wanted = [config.mathjax_path] + list(getattr(config, "nb_ipywidgets_js", {}) or {})
+    return [p for p in wanted if p and "://" not in p and not p.startswith("/")]
+
+
 def _add_static(app):
-    # Added when the builder starts, so that the folder is copied with the theme's own files.
+    # Added when the builder starts, so that the folders are copied with the theme's own files:
+    # the page style, and the browser libraries (their contents land in _static/).
     app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+    app.config.html_static_path.append(str(VENDOR))
+    missing = [p for p in _local_scripts(app.config) if not (VENDOR / p).is_file()]
+    if missing:
+        raise ExtensionError(
+            f"scripts configured in _config.yml are not in {VENDOR}: {missing}; "
+            "run `python -m tools.vendor_js` or correct the paths")
 
 
 def setup(app):
