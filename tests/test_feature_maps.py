@@ -65,33 +65,59 @@ def test_compute_frames_keys_and_facts():
         compute_frames(m, x, layers={"unet": ["nope"]})
 
 
+def _structure(e):
+    """The explorer's parts: the menus above (model, input; one is left out when it would
+    offer a single choice), the input column and the stack of model pages."""
+    w = e.widget
+    menus = [c for c in w.children if isinstance(c, W.Dropdown)]
+    row = next(c for c in w.children if isinstance(c, W.HBox))
+    inputs, body = row.children
+    return (*menus, inputs, body)
+
+
+def _visible(stack):
+    """The child a stack shows now (ipywidgets 8), or the one a Box holds (7)."""
+    return stack.children[stack.selected_index] if IPYWIDGETS_8 else stack.children[0]
+
+
 def test_explorer_widget_links_controls():
     m = _models()
     e = FeatureMapExplorer(m, torch.rand(2, 1, 16, 16), image_names=["a", "b"])
-    w = e.widget
-    assert isinstance(w, W.VBox) and e.layers_of("naive")[0] == "conv1"
-    model_dd, image_dd = w.children[0], w.children[1]
-    assert model_dd.options == ("naive", "unet") and image_dd.options == ("a", "b")
-    inputs, body = w.children[2].children
+    assert isinstance(e.widget, W.VBox) and e.layers_of("naive")[0] == "conv1"
+    model_dd, image_dd, inputs, body = _structure(e)
+    assert model_dd.options == ("naive", "unet")
+    assert [label for label, _ in image_dd.options] == ["a", "b"]
     if IPYWIDGETS_8:
         assert isinstance(body, W.Stack) and len(body.children) == 2
         assert body.links[0].source == (model_dd, "index")
-        assert inputs.links[0].source == (image_dd, "index")
+        noisy = inputs.children[0].children[0]
+        assert noisy.links[0].source == (image_dd, "index")
         for k, mname in enumerate(["naive", "unet"]):
             layer_dd, per_layer = body.children[k].children
             assert per_layer.links[0].source == (layer_dd, "index")
             assert len(per_layer.children) == len(e.layers_of(mname))
             for j, lname in enumerate(e.layers_of(mname)):  # every (model, layer, image) is shown
-                images = per_layer.children[j].children[1]
+                info, images, bar = per_layer.children[j].children
                 assert images.links[0].source == (image_dd, "index")
                 expected = [e.frames[(mname, i, lname)].png for i in range(2)]
                 assert [i.value for i in images.children] == expected
                 assert "unet-edu-fm-frame" in images.children[0]._dom_classes
+                assert lname in info.value and "linear-gradient" in bar.value
     assert describe("dec1") == "decoder level 1" and describe("skip0").startswith("skip tensor")
     with pytest.raises(ValueError, match="batch"):
         FeatureMapExplorer(m, torch.rand(1, 16, 16))
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(ValueError, match="empty"):
         FeatureMapExplorer(m, torch.rand(0, 1, 16, 16))
+
+
+def test_python_observers_follow_the_menus():
+    e = FeatureMapExplorer(_models(), torch.rand(2, 1, 16, 16))
+    model_dd, image_dd, inputs, body = _structure(e)
+    model_dd.index, image_dd.index = 1, 1
+    layer_dd, per_layer = _visible(body).children
+    layer_dd.index = 2
+    picture = _visible(_visible(per_layer).children[1])
+    assert picture.value == e.frames[("unet", 1, e.layers_of("unet")[2])].png
 
 
 def test_every_control_changes_the_picture():
@@ -101,3 +127,66 @@ def test_every_control_changes_the_picture():
     assert f[("naive", 0, "conv1")].png != f[("naive", 1, "conv1")].png  # the input menu
     assert f[("naive", 0, "conv1")].png != f[("naive", 0, "conv2")].png  # the layer menu
     assert f[("naive", 0, "out")].png != f[("unet", 0, "out")].png  # the model menu
+
+
+def test_one_colour_scale_per_layer_with_its_values():
+    m = _models()
+    x = torch.rand(3, 1, 16, 16)
+    frames = compute_frames(m, x, max_maps=4)
+    with torch.no_grad():
+        maps = layer_maps(m["naive"], x)["conv2"][:, :4]
+    lo, hi = frames[("naive", 0, "conv2")].value_range
+    assert lo == pytest.approx(float(maps.min())) and hi == pytest.approx(float(maps.max()))
+    assert all(frames[("naive", i, "conv2")].value_range == (lo, hi) for i in range(3))
+    # each map on its own scale on request
+    own = compute_frames(m, x, max_maps=4, scale="channel")
+    assert own[("naive", 0, "conv2")].value_range is None
+    assert own[("naive", 0, "conv2")].png != frames[("naive", 0, "conv2")].png
+    with pytest.raises(ValueError, match="scale must be"):
+        compute_frames(m, x, scale="global")
+    e = FeatureMapExplorer(m, x, max_maps=4)
+    _, _, _, body = _structure(e)
+    layer_dd, page = body.children[0].children
+    layer_dd.index = 1  # conv2
+    bar = _visible(page).children[2].value
+    assert f"{hi:.3g}" in bar
+
+
+def test_the_clean_picture_sits_beside_the_noisy_one():
+    m = {"naive": NaiveCNN(hidden=4, depth=3)}
+    clean = torch.rand(2, 1, 16, 16)
+    noisy = clean + torch.randn(2, 1, 16, 16)
+    e = FeatureMapExplorer(m, noisy, clean=clean, clean_label="clean digit")
+    image_dd, inputs, _ = _structure(e)  # one model: no model menu
+    assert image_dd.description == "input" and len(inputs.children) == 2
+    titles = [part.children[1].value for part in inputs.children]
+    assert "input" in titles[0] and "clean digit" in titles[1]
+    with pytest.raises(ValueError, match="one clean picture per image"):
+        FeatureMapExplorer(m, noisy, clean=clean[:1])
+
+
+def test_menu_labels_fit_a_phone_and_captions_keep_one_height():
+    from unet_edu.widgets.frames import text_width
+    from unet_edu.widgets.feature_maps import short_name
+
+    # A menu on a 390-pixel phone: about 330 pixels, less its label (80) and arrow (20).
+    room = 230
+    unet = UNet2015(features=(2, 4, 8, 16), out_channels=1)
+    for name in layer_names(NaiveCNN(hidden=2, depth=5)) + layer_names(unet):
+        assert text_width(short_name(name), 13) <= room, short_name(name)
+    for label in ["naive CNN, 5 layers x 32", "U-Net, 3 levels", "U-Net, concat skips",
+                  "U-Net, no skips", "digit A (sigma 1)", "test image 0"]:  # the chapters'
+        assert text_width(label, 13) <= room, label
+    e = FeatureMapExplorer(_models(), torch.rand(2, 1, 16, 16))
+    _, _, _, body = _structure(e)
+    heights = set()
+    for page in body.children:
+        for layer in page.children[1].children:
+            heights.add(layer.children[0].layout.height)
+    assert len(heights) == 1 and heights.pop().endswith("em")
+
+
+def test_the_saved_state_is_measured():
+    e = FeatureMapExplorer(_models(), torch.rand(2, 1, 16, 16), max_maps=8)
+    size = e.state_bytes()
+    assert 10_000 < size < 300_000

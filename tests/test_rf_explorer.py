@@ -86,19 +86,48 @@ def test_frames_and_widget():
     box = explorer.widget
     assert isinstance(box, W.VBox)
     dropdown, row, col, view = box.children[:4]
+    # the sliders read out the output pixel's own row and column, not a grid index
+    assert [label for label, _ in row.options] == ["0", "15"] and row.description == "output row"
+    assert [label for label, _ in col.options] == ["0", "15"]
     if IPYWIDGETS_8:
         assert isinstance(view, W.Stack) and len(view.children) == 2
         assert view.links[0].source == (dropdown, "index")
         for m, name in enumerate(models):
             page = view.children[m]
-            assert page.links[0].source == (row, "value") and len(page.children) == 2
+            assert page.links[0].source == (row, "index") and len(page.children) == 2
             for r in range(2):
                 cells = page.children[r]
-                assert cells.links[0].source == (col, "value") and len(cells.children) == 2
+                assert cells.links[0].source == (col, "index") and len(cells.children) == 2
                 for c in range(2):  # every (model, row, column) shows its own frame
                     caption, picture = cells.children[c].children
                     assert picture.value == explorer.frames[name][r][c][0]
                     assert str(explorer.frames[name][r][c][1].position) in caption.value
+    # the Python observers move the view without the browser
+    dropdown.index, row.index, col.index = 1, 0, 1
+    shown = view
+    for _ in range(3):
+        shown = shown.children[shown.selected_index] if IPYWIDGETS_8 else shown.children[0]
+    assert shown.children[1].value == explorer.frames["unet"][0][1][0]
+    legend = box.children[4].value
+    assert "linear-gradient" in legend and "exact receptive field" in legend
+    assert 5_000 < explorer.state_bytes() < 200_000
+
+
+def test_overlay_has_the_figure_colours():
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    from unet_edu.style import CMAPS, MARKS
+
+    torch.manual_seed(0)
+    image = torch.zeros(1, 8, 8)
+    (d,) = rf_data(NaiveCNN(depth=2, hidden=8), torch.randn(4, 1, 8, 8), [(4, 4)])
+    assert d.erf.max() > 0
+    rgb = overlay_rgb(image[0], d, scale=1)
+    assert torch.allclose(rgb[4, 4], torch.tensor(to_rgb(MARKS["pixel"])))
+    heat = d.erf / d.erf.max()
+    expected = 0.6 * torch.tensor(colormaps[CMAPS["heat"]](float(heat[3, 3]))[:3]).float()
+    assert heat[3, 3] > 0 and torch.allclose(rgb[3, 3], expected, atol=1e-5)  # black: heat alone
 
 
 def test_empty_inputs_name_the_fix():
@@ -107,6 +136,9 @@ def test_empty_inputs_name_the_fix():
         ReceptiveFieldExplorer({}, torch.rand(1, 16, 16), 2)
     with pytest.raises(ValueError, match="one picture"):
         ReceptiveFieldExplorer(models, torch.rand(0, 16, 16), 2)
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(ValueError, match="erf_inputs is empty"):
         ReceptiveFieldExplorer(models, torch.rand(1, 16, 16), 2,
                                erf_inputs=torch.rand(0, 1, 16, 16))
+    with pytest.raises(ValueError, match="of the image's size"):
+        ReceptiveFieldExplorer(models, torch.rand(1, 16, 16), 2,
+                               erf_inputs=torch.rand(2, 1, 12, 12))

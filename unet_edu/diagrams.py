@@ -266,6 +266,29 @@ def _width(nodes: list[Node], indices: list[int]):
 # ------------------------------------------------------------------------------------------------
 # Drawing
 # ------------------------------------------------------------------------------------------------
+# Text sizes in points.  At 96 dots per inch a 7.5-inch diagram is the 720-pixel column of the
+# page, so MIN_FONT points are 10 pixels there: nothing smaller is drawn, and a label that
+# does not fit its box wraps onto a second line or widens the box instead of shrinking.
+MIN_FONT = 7.5
+TITLE_FONT = 10.5
+CHANNELS_FONT = 9.5
+LABEL_FONT = 8
+
+
+def _light(colour: str, amount: float = 0.82) -> str:
+    from matplotlib.colors import to_hex, to_rgb
+
+    return to_hex(tuple(c + (1 - c) * amount for c in to_rgb(colour)))
+
+
+def _colours() -> dict:
+    from .style import OKABE_ITO
+
+    return {"down": _light(OKABE_ITO["blue"]), "up": _light(OKABE_ITO["orange"]),
+            "skip": OKABE_ITO["vermillion"], "conv": OKABE_ITO["blue"],
+            "pool": OKABE_ITO["bluish green"], "upconv": OKABE_ITO["orange"]}
+
+
 def _blocks_label(trace: UNetTrace, indices: list[int]) -> str:
     kinds: dict[str, int] = {}
     for i in indices:
@@ -277,11 +300,40 @@ def _size(size) -> str:
     return f"{size[0]}x{size[1]}" if size[0] != size[1] else f"{size[0]}²"
 
 
+def _renderer(ax):
+    fig = ax.figure
+    return fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+
+
+def _extent(ax, renderer, artists) -> tuple[float, float]:
+    """Width and height, in data units, of the box holding ``artists`` (texts)."""
+    from matplotlib.transforms import Bbox
+
+    boxes = [a.get_window_extent(renderer) for a in artists]
+    inv = ax.transData.inverted()
+    (x0, y0), (x1, y1) = inv.transform(Bbox.union(boxes).get_points())
+    return abs(x1 - x0), abs(y1 - y0)
+
+
+def _wrap(label: str, fits, sep: str = " + ") -> str:
+    """``label`` in as few lines as ``fits(line)`` allows, broken only at ``sep``."""
+    lines: list[str] = []
+    for part in label.split(sep):
+        if lines and fits(lines[-1] + sep + part):
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def unet_diagram(model: nn.Module, input_shape, ax=None, title: str | None = None, **inputs):
     """Draw the U of ``model`` as traced by :func:`trace_unet`: one box per level on the way down
     (left) and up (right) with its channels, map size and blocks, the resampling steps between
     levels, and every skip connection (how many maps, their channels, cropped or not).
 
+    Text is never smaller than :data:`MIN_FONT` points (10 pixels in the page's column); a box
+    grows to hold its labels, a long list of blocks wraps onto a second line, and a skip's
+    label wraps to fit between its two boxes, so no label leaves its box or covers another.
     Returns ``(ax, trace)`` so that the drawing and the numbers it shows can be checked.
     """
     import matplotlib.pyplot as plt
@@ -290,40 +342,67 @@ def unet_diagram(model: nn.Module, input_shape, ax=None, title: str | None = Non
     trace = trace_unet(model, input_shape, **inputs)
     depth = trace.depth
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.9 + 1.0 * depth))
+        _, ax = plt.subplots(figsize=(7.5, 1.2 + 1.0 * depth), layout="constrained")
     ax.set_xlim(0, 10)
-    ax.set_ylim(-depth + 0.55, 0.95)
+    ax.set_ylim(-depth + 0.5, 1.0)
     ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    fig = ax.figure
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # settle the layout before measuring text
+    renderer = _renderer(ax)
+    colours = _colours()
 
     widths = [lv.down_channels or lv.up_channels or 1 for lv in trace.levels]
     span = math.log2(max(widths)) - math.log2(min(widths)) or 1.0
+    widest, pad = 3.1, 0.25  # the largest box (data units) and the room around its text
 
-    def box(x, y, channels, size, blocks, colour):
+    def box(key, x, y, channels, size, blocks, colour):
+        top = ax.text(x, y, f"{channels} ch, {_size(size)}", ha="center", va="bottom",
+                      fontsize=CHANNELS_FONT, weight="bold", gid=key)
+        low = ax.text(x, y - 0.02, blocks, ha="center", va="top", fontsize=LABEL_FONT,
+                      color="0.2", gid=key, linespacing=1.15)
+        if renderer is not None and _extent(ax, renderer, [low])[0] > widest - pad:
+
+            def fits(line):
+                low.set_text(line)
+                return _extent(ax, renderer, [low])[0] <= widest - pad
+
+            low.set_text(_wrap(blocks, fits))
         # Box width grows with log2(channels): a wider level reads as a wider box.
         w = 1.5 + 1.0 * (math.log2(channels) - math.log2(min(widths))) / span
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.32), w, 0.64, boxstyle="round,pad=0.02",
-                                    fc=colour, ec="0.3", lw=0.8))
-        ax.text(x, y + 0.1, f"{channels} ch, {_size(size)}", ha="center", va="center",
-                fontsize=9, weight="bold")
-        ax.text(x, y - 0.16, blocks, ha="center", va="center", fontsize=7, color="0.25")
-        return w
+        h = 0.64
+        if renderer is not None:
+            tw, th = _extent(ax, renderer, [top, low])
+            w, h = max(w, tw + pad), max(h, th + 0.12)
+            # centre the two lines in the box
+            shift = (_extent(ax, renderer, [top])[1] - _extent(ax, renderer, [low])[1]) / 2
+            top.set_y(y - shift)
+            low.set_y(y - shift - 0.02)
+        patch = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
+                               fc=colour, ec="0.3", lw=0.8, gid=key, zorder=0)
+        ax.add_patch(patch)
+        return w, h
 
-    down_x, up_x = 2.2, 7.8
+    down_x, up_x = 0.85 + widest / 2, 9.95 - widest / 2
     pos = {}
     for lv in trace.levels:
         y = -lv.index
-        bottom = lv.index == depth - 1
+        # The bottleneck sits in the middle when it has one half; with two it stays in the
+        # columns, so that its skip label has room between them.
+        bottom = lv.index == depth - 1 and not lv.up_blocks
         if lv.down_blocks:
-            x = 5.0 if bottom and not lv.up_blocks else down_x + (0.9 if bottom else 0.0)
-            w = box(x, y, lv.down_channels, lv.down_size,
-                    _blocks_label(trace, lv.down_blocks), "#dbe9f6")
-            pos[("down", lv.index)] = (x, y, w)
+            x = 5.0 if bottom else down_x
+            w, h = box(f"box:down:{lv.index}", x, y, lv.down_channels, lv.down_size,
+                       _blocks_label(trace, lv.down_blocks), colours["down"])
+            pos[("down", lv.index)] = (x, y, w, h)
         if lv.up_blocks:
-            x = up_x - (0.9 if bottom else 0.0)
-            w = box(x, y, lv.up_channels, lv.up_size,
-                    _blocks_label(trace, lv.up_blocks), "#fde3cf")
-            pos[("up", lv.index)] = (x, y, w)
-        ax.text(0.05, y, f"level {lv.index}", va="center", fontsize=8, color="0.4")
+            x = up_x
+            w, h = box(f"box:up:{lv.index}", x, y, lv.up_channels, lv.up_size,
+                       _blocks_label(trace, lv.up_blocks), colours["up"])
+            pos[("up", lv.index)] = (x, y, w, h)
+        ax.text(0.02, y, f"level {lv.index}", va="center", fontsize=LABEL_FONT, color="0.35")
 
     arrow = dict(arrowstyle="-|>", color="0.35", lw=1.0)
     # Resampling arrows, labelled with the block that does it.
@@ -339,11 +418,15 @@ def unet_diagram(model: nn.Module, input_shape, ax=None, title: str | None = Non
         if a is None or b is None:
             continue
         if n.resample == -1:  # from the bottom of the box above to the top of the one below
-            ax.annotate("", xy=(b[0], b[1] + 0.33), xytext=(a[0], a[1] - 0.33), arrowprops=arrow)
+            ax.annotate("", xy=(b[0], b[1] + b[3] / 2 + 0.01),
+                        xytext=(a[0], a[1] - a[3] / 2 - 0.01), arrowprops=arrow)
         else:  # from the top of the box below to the bottom of the one above
-            ax.annotate("", xy=(b[0], b[1] - 0.33), xytext=(a[0], a[1] + 0.33), arrowprops=arrow)
-        ax.text((a[0] + b[0]) / 2 + (-0.15 if n.resample == -1 else 0.15), (a[1] + b[1]) / 2,
-                n.kind, fontsize=7, color="0.35", ha="right" if n.resample == -1 else "left",
+            ax.annotate("", xy=(b[0], b[1] - b[3] / 2 - 0.01),
+                        xytext=(a[0], a[1] + a[3] / 2 + 0.01), arrowprops=arrow)
+        middle = ((a[1] - a[3] / 2) + (b[1] + b[3] / 2)) / 2 if n.resample == -1 else (
+            (a[1] + a[3] / 2) + (b[1] - b[3] / 2)) / 2
+        ax.text((a[0] + b[0]) / 2 + (0.15 if n.resample == -1 else -0.15), middle, n.kind,
+                fontsize=MIN_FONT, color="0.3", ha="left" if n.resample == -1 else "right",
                 va="center")
     # Skip connections, grouped per level.
     per_level: dict[int, list[Skip]] = {}
@@ -353,22 +436,31 @@ def unet_diagram(model: nn.Module, input_shape, ax=None, title: str | None = Non
         a, b = pos.get(("down", level)), pos.get(("up", level))
         if a is None or b is None:
             continue
-        y = a[1] + 0.22
-        ax.annotate("", xy=(b[0] - b[2] / 2, y), xytext=(a[0] + a[2] / 2, y),
-                    arrowprops=dict(arrowstyle="-|>", color="#c0504d", lw=1.2, ls="--"))
+        left, right = a[0] + a[2] / 2, b[0] - b[2] / 2
+        y = a[1] + min(a[3], b[3]) / 2 - 0.1
+        ax.annotate("", xy=(right, y), xytext=(left, y),
+                    arrowprops=dict(arrowstyle="-|>", color=colours["skip"], lw=1.2, ls="--"))
         chans = "+".join(str(s.channels) for s in group)
         cropped = any(s.size != s.joined_size for s in group)
         mode = group[0].mode
         label = f"{len(group)} skip{'s' if len(group) > 1 else ''} ({mode}, {chans} ch)"
         if cropped:
             label += f", cropped {_size(group[0].size)}→{_size(group[0].joined_size)}"
-        ax.text((a[0] + b[0]) / 2, y + 0.1, label, ha="center", va="bottom", fontsize=7.5,
-                color="#c0504d")
-    ax.text(5.0, 0.75, f"input {trace.input_shape[1]} x {_size(trace.input_shape[-2:])}  →  "
+        text = ax.text((left + right) / 2, y + 0.06, label, ha="center", va="bottom",
+                       fontsize=MIN_FONT, color=colours["skip"], linespacing=1.1)
+        if renderer is not None:  # the first of these that fits between the two boxes
+            head, rest = label.split(" (", 1)
+            tries = [label, f"{head}\n({rest}", f"{head}\n({rest}".replace(", ", ",\n", 1)]
+            if cropped:
+                body, crop = rest.split(", cropped", 1)
+                tries += [f"{head} ({body},\ncropped{crop}", f"{head}\n({body},\ncropped{crop}"]
+            for candidate in tries:
+                text.set_text(candidate)
+                if _extent(ax, renderer, [text])[0] <= right - left - 0.1:
+                    break
+    ax.text(5.0, 0.78, f"input {trace.input_shape[1]} x {_size(trace.input_shape[-2:])}  →  "
             f"output {trace.output_shape[1]} x {_size(trace.output_shape[-2:])}", ha="center",
-            fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
+            va="center", fontsize=CHANNELS_FONT)
     return ax, trace
 
 
@@ -377,7 +469,9 @@ def receptive_field_diagram(layers, ax=None, title: str | None = None):
     input pixels) with the jump between neighbouring positions written on it.
 
     ``layers`` is what :func:`~unet_edu.receptive_field.layer_table` accepts (a model, or a list
-    of layer specs).  Returns ``(ax, rows)`` with the table the bars show.
+    of layer specs).  Text is never smaller than :data:`MIN_FONT` points, and the axis is
+    widened until the longest bar's label fits.  Returns ``(ax, rows)`` with the table the bars
+    show.
     """
     import matplotlib.pyplot as plt
 
@@ -385,21 +479,36 @@ def receptive_field_diagram(layers, ax=None, title: str | None = None):
     if not rows:
         raise ValueError("receptive_field_diagram needs at least one layer")
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.6 + 0.26 * len(rows)))
-    colours = {"conv": "#4f81bd", "pool": "#9bbb59", "up": "#f79646"}
+        _, ax = plt.subplots(figsize=(7.5, 0.9 + 0.24 * len(rows)), layout="constrained")
+    colours = _colours()
+    kinds = {"conv": colours["conv"], "pool": colours["pool"], "up": colours["upconv"]}
+    biggest = max(r["rf"] for r in rows)
+    labels = []
     for i, row in enumerate(rows):
         kind = "up" if row["transposed"] else ("pool" if row["stride"] > 1 else "conv")
-        ax.barh(i, row["rf"], color=colours[kind], height=0.7)
-        ax.text(row["rf"] + max(r["rf"] for r in rows) * 0.01, i,
-                f"{row['rf']} px (jump {row['jump']:g})", va="center", fontsize=7)
+        ax.barh(i, row["rf"], color=kinds[kind], height=0.7)
+        labels.append(ax.text(row["rf"] + biggest * 0.01, i,
+                              f"{row['rf']} px (jump {row['jump']:g})", va="center",
+                              fontsize=MIN_FONT))
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r["layer"] for r in rows], fontsize=7)
+    ax.set_yticklabels([r["layer"] for r in rows], fontsize=MIN_FONT)
+    ax.tick_params(axis="x", labelsize=LABEL_FONT)
     ax.invert_yaxis()
-    ax.set_xlabel("receptive field (input pixels, side)")
-    ax.set_xlim(0, max(r["rf"] for r in rows) * 1.25)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax.legend(handles, ["convolution", "pool / strided", "up-convolution"], fontsize=8,
+    ax.set_xlabel("receptive field (input pixels, side)", fontsize=LABEL_FONT + 1)
+    ax.set_xlim(0, biggest * 1.25)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in kinds.values()]
+    ax.legend(handles, ["convolution", "pool / strided", "up-convolution"], fontsize=LABEL_FONT,
               loc="upper right")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=TITLE_FONT)
+    fig = ax.figure
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()
+    renderer = _renderer(ax)
+    if renderer is not None:  # widen the axis until every label ends inside it
+        inv = ax.transData.inverted()
+        right = max(inv.transform(t.get_window_extent(renderer).get_points())[1, 0]
+                    for t in labels)
+        if right > ax.get_xlim()[1]:
+            ax.set_xlim(0, right * 1.03)
     return ax, rows

@@ -19,7 +19,11 @@ The data path is plain functions that tests call:
 
 The widget puts the frames into nested stacks linked to the controls in the browser
 (:func:`unet_edu.widgets.linked_stack`): one page per model, in it one page per row, in that
-one frame per column.  So it responds on the static website too, with no kernel.
+one frame per column.  So it responds on the static website too, with no kernel, and through
+Python observers in a live kernel.  The row and column sliders read out the output pixel's
+own row and column.  The heat has the colours of :func:`unet_edu.viz.rf_overlay` (the book's
+``inferno``, with its colour bar) and the outline and pixel its marks, so the explorer and the
+chapter's figures look alike.  Inputs are checked first (:mod:`unet_edu.widgets.inputs`).
 """
 
 from __future__ import annotations
@@ -29,13 +33,21 @@ from dataclasses import dataclass
 
 import ipywidgets as W
 import torch
+from matplotlib import colormaps
+from matplotlib.colors import to_rgb
 from PIL import Image
 from torch import nn
 
 from ..models import DiffusionUNet, NaiveCNN, UNet2015
 from ..receptive_field import (effective_receptive_field, erf_extent, erf_std,
                                exact_receptive_field, rf_extent)
-from .frames import frame_image, frame_style, html_style, linked_stack
+from ..style import CMAPS, MARKS
+from .frames import (caption_html, colorbar_html, frame_image, frame_style, html_style,
+                     lines_height, linked_stack, state_bytes, value_slider)
+from .inputs import as_pictures, check_fits, check_model_finite
+
+HEAT_ALPHA = 0.6  # the heat's opacity over the grey image, as in viz.rf_overlay
+PHONE_WIDTH = 330  # CSS pixels of text on a 390-pixel phone: captions are sized for it
 
 __all__ = [
     "position_grid",
@@ -162,24 +174,25 @@ def rf_data(model: nn.Module, erf_inputs: torch.Tensor, positions, *, forward=No
 def overlay_rgb(image: torch.Tensor, data: RFData, scale: int = 4) -> torch.Tensor:
     """The image with the fields drawn on it, ``(H * scale, W * scale, 3)`` in [0, 1].
 
-    The image is shown in grey, the effective field as red-yellow heat on top, the exact
-    field's border as a one-pixel cyan line (drawn on the ``scale`` times finer grid, so it
-    runs between image pixels) and the chosen output pixel in green.
+    The image is shown in grey with the effective field on top as heat (the book's heat
+    colours at 60% opacity, as :func:`unet_edu.viz.rf_overlay` draws it), the exact field's
+    border as a one-pixel cyan line (drawn on the ``scale`` times finer grid, so it runs
+    between image pixels) and the chosen output pixel in green (:data:`unet_edu.style.MARKS`).
     """
     img = image.detach().float().cpu().squeeze()
     img = (img - img.min()) / (img.max() - img.min() + 1e-8)
     heat = data.erf.detach().float().cpu()
-    heat = heat / (heat.max() + 1e-12)
-    grey = 0.75 * img
-    rgb = torch.stack([grey + heat, grey + 0.8 * heat * heat, grey], dim=-1).clamp(0, 1)
+    heat = (heat / (heat.max() + 1e-12)).clamp(0, 1)
+    coloured = torch.from_numpy(colormaps[CMAPS["heat"]](heat.numpy())[..., :3]).float()
+    rgb = ((1 - HEAT_ALPHA) * img[..., None] + HEAT_ALPHA * coloured).clamp(0, 1)
     r, c = data.position
-    rgb[r, c] = torch.tensor([0.2, 1.0, 0.2])
+    rgb[r, c] = torch.tensor(to_rgb(MARKS["pixel"]))
     rgb = rgb.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
     mask = data.mask.detach().cpu().bool().repeat_interleave(scale, 0).repeat_interleave(scale, 1)
     padded = torch.nn.functional.pad(mask[None, None].float(), (1, 1, 1, 1))[0, 0].bool()
     inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
     border = mask & ~inner  # mask pixels with a neighbour outside the field (or the image)
-    rgb[border] = torch.tensor([0.0, 0.9, 1.0])
+    rgb[border] = torch.tensor(to_rgb(MARKS["field"]))
     return rgb
 
 
@@ -199,21 +212,35 @@ def caption(data: RFData, model_name: str | None = None) -> str:
             f"(cyan outline), effective field (95%) {data.erf_size} x {data.erf_size} (heat)")
 
 
+def _check_erf_inputs(erf_inputs, img: torch.Tensor, where: str) -> torch.Tensor:
+    batch = as_pictures(erf_inputs, "erf_inputs", where, 4)
+    if tuple(batch.shape[1:]) != tuple(img.shape):
+        raise ValueError(f"{where}: erf_inputs are pictures of {tuple(batch.shape[1:])} but the "
+                         f"image is {tuple(img.shape)}; pass pictures of the image's size, e.g. "
+                         f"noisy versions of it, or leave erf_inputs out")
+    return batch
+
+
 def compute_frames(models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None, forward=None,
                    render: bool = True) -> dict[str, list[list[tuple[bytes | None, RFData]]]]:
     """For each model, an ``n x n`` grid (rows of columns) of ``(png, RFData)`` frames.
 
     ``image`` ``(C, H, W)`` or ``(H, W)`` is what the frames show; ``erf_inputs`` defaults to
     that image alone.  ``render=False`` skips the PNGs (``None``) for a quick look at the data.
+    Tensors or NumPy arrays, floats or 8-bit pictures (read as [0, 1]); NaN pixels, models
+    with NaN weights and sizes a model cannot take are refused with the fix.
     """
-    if image.dim() not in (2, 3) or image.numel() == 0:
-        raise ValueError(f"image must be one picture (C, H, W) or (H, W), got shape "
-                         f"{tuple(image.shape)}: pass e.g. x_test[0], not a batch")
-    if erf_inputs is not None and len(erf_inputs) == 0:
-        raise ValueError("erf_inputs is an empty batch: pass at least one image, e.g. "
-                         "noisy_test[:4], or leave it out to use the image itself")
-    img = image if image.dim() == 3 else image[None]
-    batch = img[None] if erf_inputs is None else erf_inputs
+    where = "ReceptiveFieldExplorer"
+    img = as_pictures(image, "image", where, 3)
+    batch = img[None] if erf_inputs is None else _check_erf_inputs(erf_inputs, img, where)
+    h, w = img.shape[-2:]
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= min(h, w):
+        raise ValueError(f"{where}: n={n!r} output pixels per side do not fit a {h} x {w} image; "
+                         f"use n in 1..{min(h, w)} or a larger image (the book's digits are "
+                         f"28 x 28)")
+    for name, model in models.items():
+        check_model_finite(model, name, where)
+        check_fits(model, img[None].shape, name, where, "image")
     grid = position_grid(img.shape[-2], img.shape[-1], n)
     flat = [p for row in grid for p in row]
     frames = {}
@@ -232,10 +259,10 @@ class ReceptiveFieldExplorer:
     all computed when the explorer is built).  Display the explorer (or its ``.widget``).
     """
 
-    def __init__(self, models: dict, image: torch.Tensor, n: int = 8, *, erf_inputs=None,
-                 forward=None):
-        if not models:
-            raise ValueError("ReceptiveFieldExplorer needs at least one model")
+    def __init__(self, models: dict, image, n: int = 8, *, erf_inputs=None, forward=None):
+        if not isinstance(models, dict) or not models:
+            raise ValueError("ReceptiveFieldExplorer needs at least one model, as "
+                             "{'name': model}")
         self.frames = compute_frames(models, image, n, erf_inputs=erf_inputs, forward=forward)
         self.names = list(models)
         self.n = n
@@ -244,36 +271,50 @@ class ReceptiveFieldExplorer:
     def _build(self) -> W.Widget:
         n = self.n
         wide = W.Layout(width="100%", max_width="420px")
-        model_box = W.Dropdown(options=self.names, index=0, description="model", layout=wide)
-        row = W.IntSlider(min=0, max=n - 1, value=n // 2, description="row", continuous_update=True,
-                          layout=wide)
-        col = W.IntSlider(min=0, max=n - 1, value=n // 2, description="column",
-                          continuous_update=True, layout=wide)
+        model_box = W.Dropdown(options=self.names, index=0, description="model", layout=wide,
+                               style={"description_width": "7.5em"})
+        first = self.frames[self.names[0]]
+        rows = [str(cells[0][1].position[0]) for cells in first]
+        cols = [str(d.position[1]) for _, d in first[0]]
+        row = value_slider("output row", rows, n // 2, wide, "7.5em")
+        col = value_slider("output column", cols, n // 2, wide, "7.5em")
         shared = W.Layout()  # one layout for every picture: a smaller saved page
         fill = W.Layout(width="100%")  # one for every stack and frame: they span the column
-        line = W.Layout(min_height="3.2em")
+        texts = {(name, r, c): caption(d, name) for name in self.names
+                 for r, cells in enumerate(self.frames[name]) for c, (_, d) in enumerate(cells)}
+        line = W.Layout(height=lines_height(texts.values(), PHONE_WIDTH), overflow="hidden")
         style = html_style()
         pages = []
         for name in self.names:
-            rows = []
-            for cells in self.frames[name]:
-                frames = [W.VBox([W.HTML(caption(d, name), layout=line, style=style),
+            by_row = []
+            for r, cells in enumerate(self.frames[name]):
+                frames = [W.VBox([W.HTML(caption_html(texts[(name, r, c)]), layout=line,
+                                         style=style),
                                   frame_image(png, "unet-edu-rf-frame", shared)], layout=fill)
-                          for png, d in cells]
-                rows.append(linked_stack(frames, col, "value", fill))
-            pages.append(linked_stack(rows, row, "value", fill))
+                          for c, (png, d) in enumerate(cells)]
+                by_row.append(linked_stack(frames, col, "index", fill))
+            pages.append(linked_stack(by_row, row, "index", fill))
         view = linked_stack(pages, model_box, trait="index", layout=fill)
-        h, w = self.frames[self.names[0]][0][0][1].mask.shape
-        note = W.HTML(
-            f"<small>Output pixels on an {n}x{n} grid; every frame is computed in advance, so "
-            "the controls also work on the static page. Cyan outline: exact receptive field; "
-            "heat: effective receptive field (gradient magnitude); green: the output pixel."
-            "</small>"
-        )
+        h, w = first[0][0][1].mask.shape
         # 336 CSS pixels for a 28-pixel image: twice the first edition's 156.
         side = 336
-        return W.VBox([model_box, row, col, view, note,
-                       frame_style("unet-edu-rf-frame", side, round(side * h / w))])
+        legend = W.HTML(
+            colorbar_html(CMAPS["heat"], 0.0, 1.0, "effective field, share of its peak (heat)",
+                          side)
+            + caption_html(
+                f'<small><span style="color: {MARKS["field"]}; font-weight: bold">&#9633;'
+                f'</span> outline: exact receptive field; <span style="color: '
+                f'{MARKS["pixel"]}; font-weight: bold">&#9632;</span> the output pixel. Output '
+                f"pixels on an {n} x {n} grid; every frame is computed in advance, so the "
+                f"controls also work on the static page.</small>"),
+            layout=W.Layout(max_width=f"{side}px"))
+        controls = ([model_box] if len(self.names) > 1 else []) + [row, col]
+        return W.VBox(controls + [view, legend,
+                                  frame_style("unet-edu-rf-frame", side, round(side * h / w))])
+
+    def state_bytes(self) -> int:
+        """Bytes the explorer adds to a saved notebook or book page (its widget state)."""
+        return state_bytes(self.widget)
 
     def _ipython_display_(self):
         from IPython.display import display
