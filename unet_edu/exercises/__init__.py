@@ -1,9 +1,17 @@
 """Checkers for the chapters' exercises: ``check_...`` functions that tell you if you are right.
 
-One module per chapter (``unet_edu.exercises.chapter1`` ...).  Each checker takes your answer,
-compares it with a value the package *computes* (never a stored number), and prints a short
-verdict with a hint.  It returns None on purpose: a notebook shows a cell's last value in a box
-of its own, and a bare ``True`` under the verdict would only repeat it.
+One module per chapter (``unet_edu.exercises.chapter1`` ... ``chapter7``).  Two kinds:
+
+* **Arithmetic exercises** (``check_output_size(652, answer)``, ...): the checker takes your
+  number, compares it with a value the package *computes* (never a stored number), and prints
+  a short verdict with a hint.  It returns None on purpose: a notebook shows a cell's last
+  value in a box of its own, and a bare ``True`` under the verdict would only repeat it.
+* **Build-it exercises** (``check_double_conv(MyDoubleConv)``, ...): you write a piece of a
+  network in a skeleton cell and the checker runs it against the package's own implementation
+  on ordinary and edge inputs (odd sizes, a batch of one, the first and last timestep, ...).
+  It returns one line of :class:`~unet_edu.exercises.feedback.Feedback` -- not attempted yet,
+  correct, or the likely mistake and where to look -- which a notebook shows as a coloured line
+  and a terminal as text.  :mod:`unet_edu.exercises.feedback` says how your code is run.
 """
 
 
