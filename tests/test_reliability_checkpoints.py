@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-import unet_edu.train as train
+import unet_edu._safe_write as safe_write
+import unet_edu.checkpoints as checkpoints
 from unet_edu.models import NaiveCNN
 from unet_edu.train import fit, load_checkpoint, save_checkpoint, sidecar_path
 
@@ -64,7 +65,7 @@ def test_failed_json_write_replaces_neither_file(tmp_path, monkeypatch):
     def fail(self, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.Path, "write_text", fail)
+    monkeypatch.setattr(safe_write.Path, "write_text", fail)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, _model(1), step=2)
     assert path.read_bytes() == weights and sidecar_path(path).read_bytes() == copy
@@ -81,7 +82,7 @@ def test_failed_final_rename_puts_the_old_json_copy_back(tmp_path, monkeypatch):
             raise OSError("rename failed")
         real(src, dst)
 
-    monkeypatch.setattr(train.os, "replace", replace)
+    monkeypatch.setattr(safe_write.os, "replace", replace)
     with pytest.raises(OSError, match="rename failed"):
         save_checkpoint(path, _model(1), step=2)
     assert path.read_bytes() == weights and sidecar_path(path).read_bytes() == copy
@@ -101,7 +102,7 @@ def test_save_killed_midway_keeps_the_previous_checkpoint_byte_for_byte(tmp_path
                     with open(tmp, "wb") as f:
                         f.write(b"\x08\x00\x00")
                     os._exit(9)
-                train.save_file = half_write
+                checkpoints.save_file = half_write
             else:
                 real = os.replace
 
@@ -109,7 +110,7 @@ def test_save_killed_midway_keeps_the_previous_checkpoint_byte_for_byte(tmp_path
                     if str(dst) == str(path):
                         os._exit(9)
                     real(src, dst)
-                train.os.replace = replace
+                safe_write.os.replace = replace
             save_checkpoint(path, _model(1), step=2)
         finally:
             os._exit(3)  # not reached when the kill happened

@@ -56,3 +56,18 @@ def test_resuming_a_working_checkpoint_without_ema_is_refused(tiny, tmp_path):
     save_checkpoint(work / "digits-ddpm-state.safetensors", old, step=2)
     with pytest.raises(SystemExit, match=r"holds a DiffusionUNet, not the TrainingState"):
         tp.train_ddpm(steps=4, chunk=2, out=tmp_path, work=work, resume=True)
+
+
+def test_a_working_checkpoint_is_never_thrown_away_without_being_asked(tiny, tmp_path):
+    tp.train_ddpm(steps=2, chunk=2, out=tmp_path, work=tmp_path / "w")
+    state = tmp_path / "w" / "digits-ddpm-state.safetensors"
+    before = state.read_bytes()
+    with pytest.raises(SystemExit, match=r"holds a run stopped at step 2; pass --resume to "
+                                         r"continue it, or --restart to discard it"):
+        tp.train_ddpm(steps=4, chunk=2, out=tmp_path, work=tmp_path / "w")
+    assert state.read_bytes() == before
+    tp.train_ddpm(steps=2, chunk=2, out=tmp_path, work=tmp_path / "w", restart=True)
+    assert read_checkpoint_info(state).step == 2
+    with pytest.raises(SystemExit) as err:
+        tp.main(["digits-ddpm", "--resume", "--restart"])
+    assert err.value.code == 2

@@ -80,12 +80,12 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     m = _model()
     path = save_checkpoint(tmp_path / "m.safetensors", m, step=1)
     before = path.read_bytes()
-    import unet_edu.train as train
+    import unet_edu.checkpoints as checkpoints
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(train, "save_file", boom)
+    monkeypatch.setattr(checkpoints, "save_file", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(path, m, step=2)
     assert path.read_bytes() == before

@@ -12,7 +12,8 @@
 It refuses to write unless the last snapshot *is* the shipped model (same step, identical
 weights): the pictures are meant to show how the shipped model came to be.  The result goes
 to ``unet_edu/pretrained/digits-ddpm-snapshots.safetensors`` (see
-:mod:`unet_edu.pretrained.snapshots`), atomically.
+:mod:`unet_edu.pretrained.snapshots`), atomically; refresh the checksum manifest afterwards
+with ``python -m tools.checksums``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def main(argv=None) -> int:
     from safetensors.torch import save_file
 
     from unet_edu import pretrained
+    from unet_edu._safe_write import _atomic_write
+    from unet_edu.checkpoints import load_checkpoint
     from unet_edu.data import mnist
     from unet_edu.diffusion import ddim_sample
     from unet_edu.metrics import classifier_features, evaluate_sampler
-    from unet_edu.train import _atomic_write, load_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m tools.ddpm_snapshots",
                                 description=__doc__.split("\n\n")[0])
@@ -103,6 +105,8 @@ def main(argv=None) -> int:
     _atomic_write(a.out, lambda tmp: save_file({"images": images}, str(tmp),
                                                metadata={"record": record}))
     print(f"wrote {a.out} ({len(rows)} snapshots)")
+    if Path(a.out).resolve().parent == pretrained.HERE.resolve():
+        print("the shipped file changed: refresh its checksum with python -m tools.checksums")
     return 0
 
 

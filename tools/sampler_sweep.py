@@ -15,7 +15,8 @@ and the figure; ``--from-json`` re-renders them from a results file without samp
 results for the shipped model are stored next to it (``digits-ddpm-sweep.json`` and
 ``digits-ddpm-guidance.json`` in ``unet_edu/pretrained``, read by :func:`shipped_results`), so
 chapter 5 can show them in Colab too; the book's appendix "How fast is it?" includes the step
-table and its figure.
+table and its figure.  After rewriting a stored sweep, refresh the checksum manifest with
+``python -m tools.checksums``.
 
 On two CPU cores the step sweep (500 digits per row) takes about six minutes without DDPM and
 half an hour more with it: DDPM makes 1,000 network calls per batch.  ``--reuse-ddpm`` carries
@@ -177,10 +178,13 @@ def main(argv=None) -> dict:
                          guidance_scales=guidance, spacing=args.spacing, other_spacings=others,
                          other_steps=other_steps, reuse_ddpm=args.reuse_ddpm)
 
-    return _cli.measure_and_report(
+    results = _cli.measure_and_report(
         args, argv, "tools.sampler_sweep", measure,
         lambda results: markdown_table(results, args.factor),
         lambda results, path: _save_plot(results, path, args.factor))
+    if args.out and Path(args.out).resolve() in (SHIPPED.resolve(), SHIPPED_GUIDANCE.resolve()):
+        print("a stored sweep changed: refresh its checksum with python -m tools.checksums")
+    return results
 
 
 if __name__ == "__main__":

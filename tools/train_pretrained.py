@@ -9,12 +9,16 @@ device :func:`unet_edu.device` picks, and write ``<name>.safetensors`` plus its 
 The diffusion run is built to be stopped and continued: it trains in chunks of
 ``--chunk`` steps, saves a working checkpoint after each chunk under ``--work`` (default
 ``.work/pretrained`` in the repository, outside the package), and ``--resume`` picks it up
-again.  The working checkpoint is *one* file holding the weights, the EMA weights, the
+again.  Without ``--resume`` an existing working checkpoint is never thrown away silently: the
+command stops and says so, and ``--restart`` discards it deliberately.  The working checkpoint is *one* file holding the weights, the EMA weights, the
 optimizer and the random state, so the EMA can never be a chunk behind the weights; the wall
 time so far is kept in a small work log that is replaced atomically.  It stops after
 ``--steps`` steps or once ``--max-minutes`` of wall time have passed, whichever comes first, and
 then writes the shipped file: the EMA weights only (no optimizer state), with the schedule, the
 number of steps, the wall time and the final loss in the checkpoint's ``extra``.
+
+A new shipped file changes its checksum: refresh the manifest with ``python -m tools.checksums``
+afterwards (the command reminds you).
 """
 
 from __future__ import annotations
@@ -87,12 +91,12 @@ def _ema_update(ema, model, decay):
 
 def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0, out: Path = HERE,
                work: Path = WORK, resume: bool = False, threads: int | None = None,
-               snapshots: tuple[int, ...] = ()) -> Path:
+               snapshots: tuple[int, ...] = (), restart: bool = False) -> Path:
     from unet_edu.data import mnist
     from unet_edu.diffusion import NoiseSchedule, diffusion_loss
     from unet_edu.models import DiffusionUNet
     from unet_edu.runtime import device, seed_everything
-    from unet_edu.train import History, fit, read_checkpoint_info, save_checkpoint
+    from unet_edu.train import History, fit, read_checkpoint_info, save_checkpoint, sidecar_path
 
     if threads:
         torch.set_num_threads(threads)
@@ -120,7 +124,15 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
         history, done = info.history, info.step
         log = _read_log(log_path)
     else:
+        if state_path.exists() and not restart:
+            try:
+                held = f"a run stopped at step {read_checkpoint_info(state_path).step}"
+            except (ValueError, OSError):
+                held = "a working checkpoint that cannot be read"
+            raise SystemExit(f"{state_path} holds {held}; pass --resume to continue it, or "
+                             f"--restart to discard it and start again")
         state_path.unlink(missing_ok=True)
+        sidecar_path(state_path).unlink(missing_ok=True)
 
     def loss_fn(s, batch, gen):
         return diffusion_loss(s.model, schedule, batch[0], batch[1], generator=gen,
@@ -164,7 +176,13 @@ def train_ddpm(steps: int = 12000, chunk: int = 500, max_minutes: float = 120.0,
     hist = History(history.steps, [round(v, 5) for v in history.losses])
     path = save_checkpoint(Path(out) / "digits-ddpm.safetensors", ema, step=done, history=hist, extra=extra)
     print(f"wrote {path.name}: {done} steps, {log['elapsed_s'] / 60:.1f} min, final loss {extra['final_loss']}")
+    _remind_checksums(path)
     return path
+
+
+def _remind_checksums(path: Path) -> None:
+    if Path(path).resolve().parent == HERE.resolve():
+        print("the shipped file changed: refresh its checksum with python -m tools.checksums")
 
 
 def train_classifier(out: Path = HERE, threads: int | None = None) -> Path:
@@ -203,6 +221,7 @@ def train_classifier(out: Path = HERE, threads: int | None = None) -> Path:
     path = save_checkpoint(Path(out) / "digit-classifier.safetensors", model, step=tr["steps"], history=hist,
                            extra=extra)
     print(f"wrote {path.name}: test accuracy {acc:.4f} on {len(test.labels)} digits, {wall:.0f} s")
+    _remind_checksums(path)
     return path
 
 
@@ -213,6 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=500, help="diffusion: steps between working checkpoints")
     p.add_argument("--max-minutes", type=float, default=120.0, help="diffusion: wall-clock cap")
     p.add_argument("--resume", action="store_true", help="diffusion: continue from the working checkpoint")
+    p.add_argument("--restart", action="store_true",
+                   help="diffusion: discard an existing working checkpoint and start again")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=HERE, help="folder for the shipped files")
     p.add_argument("--work", type=Path, default=WORK, help="diffusion: folder for working checkpoints")
@@ -228,7 +249,10 @@ def main(argv=None) -> int:
         p.error(f"--snapshots {a.snapshots}: every step must be a multiple of --chunk {a.chunk}, "
                 f"since the weights are copied between chunks")
     if a.name == "digits-ddpm":
-        train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads, snapshots)
+        if a.resume and a.restart:
+            p.error("--resume continues the working checkpoint and --restart discards it: pick one")
+        train_ddpm(a.steps, a.chunk, a.max_minutes, a.out, a.work, a.resume, a.threads, snapshots,
+                   a.restart)
     else:
         train_classifier(a.out, a.threads)
     return 0

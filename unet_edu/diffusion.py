@@ -14,11 +14,18 @@ predicted ``x_0`` and the predicted noise at every step — which the denoising 
 Timesteps are 0-based here: ``t = 0`` is the first noising step and ``t = T - 1`` the last.
 Random numbers are drawn on the CPU from an optional :class:`torch.Generator` and then moved
 to the model's device, so a seed gives the same samples on every device.
+
+The samplers never return NaN without a word: a batch that cannot fit in memory is refused
+before anything is allocated, and samples that came out NaN or infinite raise a
+:class:`FloatingPointError` that says at which step and why (damaged weights, an overflowing
+guidance scale, half precision).  The check runs on the device during the loop and is read
+once at the end, so sampling never waits for the GPU at each step.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -142,6 +149,10 @@ def _check_images(x0, model, where: str) -> torch.Tensor:
     return x0
 
 
+# The smallest positive float32 (a subnormal): a smaller alpha_bar is 0 in float32 arithmetic.
+_SMALLEST_FLOAT32 = 2.0 ** -149
+
+
 class NoiseSchedule:
     """The variances ``beta_t`` of the forward process and the quantities derived from them.
 
@@ -151,7 +162,8 @@ class NoiseSchedule:
     which destroys information more evenly over ``t``.
 
     All tensors are float64 on the CPU; :meth:`at` gathers values for a batch of timesteps and
-    casts them to the batch's device and dtype.
+    casts them to the batch's device and dtype.  A schedule whose ``alpha_bar`` underflows to 0
+    in float32 (e.g. ``beta_end=0.9999``) is refused: nothing can be sampled from it.
     """
 
     def __init__(self, kind: str = "linear", num_steps: int = 1000, beta_start: float = 1e-4,
@@ -180,6 +192,14 @@ class NoiseSchedule:
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        lost = (self.alphas_cumprod < _SMALLEST_FLOAT32).nonzero()
+        if len(lost):
+            k = int(lost[0])
+            raise ValueError(
+                f"this {kind} schedule destroys the signal completely: alpha_bar falls to "
+                f"{self.alphas_cumprod[k].item():.3g} at step {k} of {num_steps}, which is 0 in "
+                f"float32, so the samplers' division by sqrt(alpha_bar) would give infinity; "
+                f"use a smaller beta_end (DDPM's is 0.02), fewer steps, or kind='cosine'")
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         # Variance of the true posterior q(x_{t-1} | x_t, x_0), used by the DDPM sampler.
         self.posterior_variance = betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
@@ -310,15 +330,15 @@ def _check_sampler_args(model, schedule, shape, y, guidance_scale, where: str) -
     model and the batch, and a finite guidance scale.
 
     Label counts are checked against the caller's batch ``shape[0]``, not against the doubled
-    batch that guidance runs internally.
+    batch that guidance runs internally.  Returns the shape as a tuple of ints (``8.0`` and
+    NumPy integers are whole numbers too).
     """
     _check_model_schedule(model, schedule, where)
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
     if not isinstance(shape, (tuple, list)) or len(shape) < 2:
         raise ValueError(f"{where}: shape must be the batch shape (B, C, H, W), got {shape!r}")
-    for i, n in enumerate(shape):
-        _check_whole(f"shape[{i}]", n, 1)
+    shape = tuple(_check_whole(f"shape[{i}]", n, 1) for i, n in enumerate(shape))
     if not _is_real(guidance_scale):
         raise ValueError(f"{where}: guidance_scale must be a finite number, got "
                          f"{guidance_scale!r}; 1.0 means no guidance, 2 to 4 is typical")
@@ -326,6 +346,7 @@ def _check_sampler_args(model, schedule, shape, y, guidance_scale, where: str) -
         n = shape[0]
         _check_labels(model, y, n, where,
                       f"pass one label (used for all) or {n}, or change the batch size in shape")
+    return shape
 
 
 def _prepare_labels(y, n: int, device):
@@ -335,29 +356,135 @@ def _prepare_labels(y, n: int, device):
     return (y.expand(n) if y.dim() == 0 else y).to(device)
 
 
-def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context, generator,
-                 return_trajectory, progress, desc) -> Trajectory:
-    """The loop both samplers share: start from noise, and at each timestep predict the noise
-    (with guidance) and let ``update(i, step, x, eps)`` return ``(x_next, x0)``."""
+def _memory_of(device: torch.device) -> int:
+    """The total memory of ``device`` in bytes (0 when unknown)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        if device.type == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        pass
+    return 0
+
+
+def _check_memory(model, shape, dtype, guided: bool, kept_steps: int, where: str) -> None:
+    """Refuse a batch that cannot fit before anything is allocated.
+
+    The estimate is a lower bound: the images, the noise and the estimates the loop keeps, the
+    output of the network's first convolution and the next layer's (a U-Net keeps the first as
+    a skip while it computes the second), twice over with guidance; and, with
+    ``return_trajectory``, three copies of the batch per step on the CPU.  So a refused batch
+    could never have fitted; one that passes may still run out of memory deeper in the network,
+    which :func:`_run_sampler` reports the same way.
+    """
     dev = _model_device(model)
-    x = _randn(shape, device=dev, generator=generator)
-    y = _prepare_labels(y, shape[0], dev)
-    traj = Trajectory(x=x)
-    if return_trajectory:
-        traj.xt.append(x.cpu())
-    with eval_mode(model):
-        bar = Progress(len(timesteps), desc, enabled=progress)
-        for i, step in enumerate(timesteps):
-            t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
-            eps = guided_eps(model, x, t, y, guidance_scale, context)
-            x, x0 = update(i, step, x, eps)
-            if return_trajectory:
-                traj.timesteps.append(step)
-                traj.xt.append(x.cpu())
-                traj.x0_pred.append(x0.cpu())
-                traj.eps_pred.append(eps.cpu())
-            bar.update()
-        bar.close()
+    size = torch.empty((), dtype=dtype).element_size()
+    batch, pixels = shape[0], math.prod(shape[2:])
+    image = math.prod(shape[1:]) * size
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    width = conv.out_channels if conv is not None else 0
+    need = batch * (4 * image + 2 * (2 if guided else 1) * width * pixels * size)
+    total = _memory_of(dev)
+    if total and need > total:
+        most = max(1, int(batch * total / need / 2))
+        raise MemoryError(
+            f"{where}: a batch of {batch} images of shape {tuple(shape[1:])} needs at least "
+            f"{need / 2**30:.1f} GiB on the {dev.type} device, which has {total / 2**30:.1f} GiB "
+            f"in all; draw them in batches of at most about {most:,} and torch.cat the results")
+    kept = batch * 3 * image * kept_steps
+    total = _memory_of(torch.device("cpu"))
+    if total and kept > total:
+        raise MemoryError(
+            f"{where}: return_trajectory keeps three copies of the batch for each of "
+            f"{kept_steps} steps, at least {kept / 2**30:.1f} GiB, and this machine has "
+            f"{total / 2**30:.1f} GiB; leave return_trajectory off, or keep it for a few images")
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    text = str(err).lower()
+    return isinstance(err, oom) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _why_not_finite(model, schedule, guidance_scale, clip_x0, step: int, dtype) -> str:
+    """The likeliest reason why the samples of a sampler came out NaN or infinite."""
+    params = list(model.named_parameters())
+    dev = _model_device(model)
+    ok = torch.stack([torch.isfinite(p).all().to(dev) for _, p in params]).tolist()
+    bad = [name for (name, _), good in zip(params, ok) if not good]
+    if bad:
+        return (f"the model's weights hold NaN or infinite values ({', '.join(bad[:3])}), so "
+                f"every prediction is NaN: load good weights")
+    if dtype == torch.float16:
+        return ("the model runs in float16, which overflows above 65504: sample in float32 "
+                "(model.float()) or bfloat16")
+    if not clip_x0 and abs(guidance_scale) > 10:
+        return (f"guidance_scale={guidance_scale:g} multiplies the difference of two noise "
+                f"predictions, and with clip_x0=False nothing bounds the image estimate, so it "
+                f"grows without limit: use clip_x0=True or a scale of 1 to 10 (2 to 4 is typical)")
+    if abs(guidance_scale) > 1e6:
+        return (f"guidance_scale={guidance_scale:g} is so large that the guided noise "
+                f"prediction overflows: use a scale of 1 to 10 (2 to 4 is typical)")
+    a_min = schedule.alphas_cumprod.min().item()
+    if a_min < 1e-30:
+        return (f"the schedule's alpha_bar falls to {a_min:.3g}, and dividing by its square "
+                f"root overflows: use a schedule with a smaller beta_end")
+    return (f"the network's prediction or the update overflowed (guidance_scale="
+            f"{guidance_scale:g}, clip_x0={clip_x0}); check the model on this input, or use "
+            f"clip_x0=True and a smaller guidance scale")
+
+
+def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context, generator,
+                 return_trajectory, progress, desc, schedule, clip_x0, where) -> Trajectory:
+    """The loop both samplers share: start from noise, and at each timestep predict the noise
+    (with guidance) and let ``update(i, step, x, eps)`` return ``(x_next, x0)``.
+
+    The starting noise has the model's dtype (float32 noise for a float32 model, as always).
+    Whether ``x`` is still finite is tracked on the device and read once after the loop.
+    """
+    dev = _model_device(model)
+    param = next(model.parameters())
+    guided = y is not None and guidance_scale != 1.0
+    _check_memory(model, shape, param.dtype, guided,
+                  len(timesteps) + 1 if return_trajectory else 0, where)
+    try:
+        x = _randn(shape, device=dev, generator=generator, dtype=param.dtype)
+        y = _prepare_labels(y, shape[0], dev)
+        traj = Trajectory(x=x)
+        if return_trajectory:
+            traj.xt.append(x.cpu())
+        first_bad = torch.full((), -1, device=dev)  # the first step whose output is not finite
+        with eval_mode(model):
+            bar = Progress(len(timesteps), desc, enabled=progress)
+            for i, step in enumerate(timesteps):
+                t = torch.full((shape[0],), step, device=dev, dtype=torch.long)
+                eps = guided_eps(model, x, t, y, guidance_scale, context)
+                x, x0 = update(i, step, x, eps)
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(x).all(),
+                                        torch.full_like(first_bad, i), first_bad)
+                if return_trajectory:
+                    traj.timesteps.append(step)
+                    traj.xt.append(x.cpu())
+                    traj.x0_pred.append(x0.cpu())
+                    traj.eps_pred.append(eps.cpu())
+                bar.update()
+            bar.close()
+    except RuntimeError as err:
+        if not _is_out_of_memory(err):
+            raise
+        raise MemoryError(
+            f"{where}: ran out of memory for a batch of {shape[0]} images of shape "
+            f"{tuple(shape[1:])} on {dev}; draw them in smaller batches (e.g. "
+            f"{max(1, shape[0] // 4)} at a time) and torch.cat the results") from err
+    k = int(first_bad)
+    if k >= 0:
+        count = int((~torch.isfinite(x)).sum())
+        raise FloatingPointError(
+            f"{where}: the samples became NaN or infinite at timestep {timesteps[k]} (step "
+            f"{k + 1} of {len(timesteps)}; {count} values in the end): "
+            + _why_not_finite(model, schedule, guidance_scale, clip_x0, timesteps[k],
+                              param.dtype))
     traj.x = x
     return traj
 
@@ -386,13 +513,21 @@ def ddpm_step(x_t, eps, a_bar: float, a_bar_prev: float, beta: float, noise=None
 @torch.no_grad()
 def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale: float = 1.0,
                 context=None, generator=None, clip_x0: bool = True, return_trajectory: bool = False,
-                progress: bool = True) -> Trajectory:
+                progress: bool = True, steps: int | None = None) -> Trajectory:
     """Ancestral sampling (Ho et al., 2020): all ``T`` steps, fresh noise at each one.
 
     Each step is :func:`ddpm_step`: predict ``x0`` from ``x_t`` (clipped to [-1, 1] when
     ``clip_x0``) and sample ``x_{t-1}`` from the Gaussian posterior ``q(x_{t-1} | x_t, x0)``.
+    ``steps`` may be given for symmetry with :func:`ddim_sample`, but DDPM always visits every
+    step of the schedule, so it must then equal ``schedule.num_steps``; fewer steps are what
+    :func:`ddim_sample` is for (``eta=1`` gives DDPM-like noise).
     """
-    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddpm_sample")
+    shape = _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddpm_sample")
+    if steps is not None and (not _is_real(steps) or steps != schedule.num_steps):
+        raise ValueError(
+            f"ddpm_sample: steps={steps!r}, but DDPM visits all {schedule.num_steps} steps of "
+            f"the schedule; for {steps} steps use ddim_sample(..., steps={steps}) (eta=1.0 for "
+            f"DDPM-like noise), or leave steps out")
     s = schedule
 
     def update(i, step, x, eps):
@@ -402,7 +537,8 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance_scale
 
     return _run_sampler(model, shape, range(s.num_steps - 1, -1, -1), update, y=y,
                         guidance_scale=guidance_scale, context=context, generator=generator,
-                        return_trajectory=return_trajectory, progress=progress, desc="DDPM")
+                        return_trajectory=return_trajectory, progress=progress, desc="DDPM",
+                        schedule=s, clip_x0=clip_x0, where="ddpm_sample")
 
 
 SPACINGS = ("trailing", "linspace", "leading")
@@ -476,7 +612,7 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
     DDPM-like noise; ``eta`` must lie in [0, 1] (values above 1 add more noise than DDPM and are
     refused too).  ``spacing`` chooses which timesteps are visited (:func:`ddim_timesteps`).
     """
-    _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddim_sample")
+    shape = _check_sampler_args(model, schedule, shape, y, guidance_scale, "ddim_sample")
     if not _is_real(eta) or not 0 <= eta <= 1:
         raise ValueError(f"ddim_sample: eta must lie in [0, 1] (0 deterministic, 1 DDPM-like), "
                          f"got {eta!r}")
@@ -490,4 +626,5 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, steps: int = 50, eta: flo
 
     return _run_sampler(model, shape, ts, update, y=y, guidance_scale=guidance_scale, context=context,
                         generator=generator, return_trajectory=return_trajectory, progress=progress,
-                        desc=f"DDIM-{steps}")
+                        desc=f"DDIM-{steps}", schedule=schedule, clip_x0=clip_x0,
+                        where="ddim_sample")

@@ -10,6 +10,12 @@ chapters stay short and behave the same on a laptop, in CI and in Colab.
   environment variable ``UNET_EDU_FAST=1`` is set, as CI does), a fuller one on a GPU.
 * :func:`eval_mode` runs a block of code with a model in evaluation mode and puts the model
   back the way it was.
+* :func:`env_flag` reads the package's yes/no environment variables.
+
+Environment variables are input like any other: a value the package does not understand
+(``UNET_EDU_DEVICE=cuda`` on a machine without a GPU, ``UNET_EDU_OFFLINE=maybe``) is a
+``ValueError`` that names the variable, its value and the values it takes, never a raw torch
+error three calls later or a silent default.  Case and surrounding spaces do not matter.
 """
 
 from __future__ import annotations
@@ -22,21 +28,74 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything", "budget", "Budget", "fast_mode", "eval_mode"]
+__all__ = ["device", "seed_everything", "budget", "Budget", "fast_mode", "eval_mode", "env_flag"]
+
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool | None:
+    """The yes/no environment variable ``name``: True, False, or None when unset or empty.
+
+    ``1``, ``true``, ``yes`` and ``on`` mean yes; ``0``, ``false``, ``no`` and ``off`` mean no
+    (in any case, with spaces around them or not).  Anything else is a ``ValueError``.
+    """
+    raw = os.environ.get(name)
+    value = (raw or "").strip().lower()
+    if not value:
+        return None
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise ValueError(f"{name}={raw!r} is not understood; set it to 1 (or true, yes, on), to 0 "
+                     f"(or false, no, off), or unset it")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def _forced_device(raw: str) -> torch.device:
+    """The device ``UNET_EDU_DEVICE`` names, checked: it must parse and be present."""
+    value = raw.strip().lower()
+    fix = ("set it to cpu, cuda (or cuda:0, cuda:1, ...) or mps, or unset it to let the "
+           "package choose")
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"UNET_EDU_DEVICE={raw!r} is not a device; {fix}") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"UNET_EDU_DEVICE={raw!r}, but this machine has no CUDA GPU that "
+                             f"torch can use; set UNET_EDU_DEVICE=cpu or unset it")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"UNET_EDU_DEVICE={raw!r}, but this machine has {count} CUDA "
+                             f"GPU(s), numbered 0 to {count - 1}; use one of those or cuda")
+    elif dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"UNET_EDU_DEVICE={raw!r}, but Apple's MPS is not available here; "
+                             f"set UNET_EDU_DEVICE=cpu or unset it")
+    elif dev.type != "cpu":
+        raise ValueError(f"UNET_EDU_DEVICE={raw!r} names a {dev.type} device, which the book "
+                         f"does not use; {fix}")
+    return dev
 
 
 def device() -> torch.device:
     """The best available device: ``cuda`` > ``mps`` > ``cpu``.
 
-    Set ``UNET_EDU_DEVICE`` (e.g. ``cpu``) to override the choice.
+    Set ``UNET_EDU_DEVICE`` (e.g. ``cpu``) to override the choice; a value that is not a device,
+    or names one this machine does not have, is a ``ValueError`` that says so.
     """
-    forced = os.environ.get("UNET_EDU_DEVICE")
-    if forced:
-        return torch.device(forced)
+    forced = os.environ.get("UNET_EDU_DEVICE", "")
+    if forced.strip():
+        return _forced_device(forced)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -55,11 +114,15 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def fast_mode() -> bool:
-    """True when the small budget is in force: ``UNET_EDU_FAST=1`` or no GPU."""
-    flag = os.environ.get("UNET_EDU_FAST", "").strip().lower()
-    if flag in {"1", "true", "yes", "on"}:
+    """True when the small budget is in force: ``UNET_EDU_FAST=1`` or no GPU.
+
+    ``UNET_EDU_FAST=0`` asks for the full budget, which an MPS GPU then gets too; on a CPU the
+    budget stays small.
+    """
+    flag = env_flag("UNET_EDU_FAST")
+    if flag:
         return True
-    if flag in {"0", "false", "no", "off"}:
+    if flag is False:
         return device().type == "cpu"
     return device().type != "cuda"
 

@@ -24,11 +24,30 @@ def nearest_multiples(n: int, m: int) -> tuple[int, int]:
 
 
 def check_groups(channels: int, groups: int, where: str) -> None:
-    """GroupNorm needs ``groups`` to divide ``channels``."""
+    """GroupNorm needs ``groups`` to divide ``channels``.
+
+    The suggestion costs little even for absurd numbers (a channel count read from a damaged
+    file can have eighteen digits): the search is bounded and divisors are listed for small
+    counts only.
+    """
     if channels % groups:
-        divisors = [g for g in range(1, channels + 1) if channels % g == 0]
-        lower = max(g for g in divisors if g <= groups)
+        lower = next((g for g in range(min(groups, channels), max(0, groups - 100_000), -1)
+                      if channels % g == 0), 1)
+        listed = f" (divisors of {channels}: {_divisors(channels)})" if channels <= 10_000 else ""
         raise ValueError(
             f"{where}: GroupNorm with {groups} groups cannot split {channels} channels; use "
-            f"norm_groups={lower} (divisors of {channels}: {divisors}) or change the channel counts"
+            f"norm_groups={lower}{listed} or change the channel counts"
         )
+
+
+def _divisors(n: int) -> list:
+    """The divisors of ``n`` in increasing order, in about sqrt(n) steps."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]

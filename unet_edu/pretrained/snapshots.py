@@ -41,16 +41,38 @@ class Snapshots:
 
 
 def load(path: Path | str = SHIPPED) -> Snapshots:
-    """The stored snapshots (see the module docstring); a missing file names its command."""
-    from safetensors import safe_open
+    """The stored snapshots (see the module docstring).
+
+    The shipped file is checked against its checksum first
+    (:func:`unet_edu.pretrained.verify`).  A missing file names the command that writes it; a
+    damaged one (truncated, foreign, with metadata or images of the wrong form) is a
+    ``ValueError`` that names the file and the same command.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from . import verify
 
     path = Path(path)
+    remake = ("write it again with python -m tools.ddpm_snapshots (after python -m "
+              "tools.train_pretrained digits-ddpm --snapshots ...)")
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path.name} is missing; write it with python -m tools.ddpm_snapshots (after "
-            f"python -m tools.train_pretrained digits-ddpm --snapshots ...)")
-    with safe_open(str(path), framework="pt") as f:
-        record = json.loads(f.metadata()["record"])
-        images = f.get_tensor("images")
-    return Snapshots([r["step"] for r in record["rows"]], images, record["rows"],
-                     record["meta"])
+        raise FileNotFoundError(f"{path.name} is missing; {remake}")
+    verify(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("record")
+            images = f.get_tensor("images") if "images" in f.keys() else None
+        record = json.loads(text) if text is not None else None
+    except (SafetensorError, OSError, ValueError, RecursionError) as err:
+        raise ValueError(f"cannot read the snapshots in {path} (empty, truncated or not a "
+                         f"safetensors file: {err}); {remake}") from err
+    rows = record.get("rows") if isinstance(record, dict) else None
+    if (images is None or not isinstance(rows, list) or not isinstance(record.get("meta"), dict)
+            or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in rows)):
+        raise ValueError(f"{path} does not hold snapshots (a 'record' with meta and rows, and "
+                         f"'images'); {remake}")
+    if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(rows):
+        raise ValueError(f"{path} holds images of shape {tuple(images.shape)} ({images.dtype}) "
+                         f"for {len(rows)} snapshots, not uint8 grids (snapshots, n, 28, 28); "
+                         f"{remake}")
+    return Snapshots([r["step"] for r in rows], images, rows, record["meta"])

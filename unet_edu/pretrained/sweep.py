@@ -25,16 +25,31 @@ def shipped_results(which: str = "steps") -> dict:
     """A stored sweep of the shipped ``digits-ddpm`` model, as committed with the package.
 
     ``which="steps"``: DDPM and DDIM at several step counts and spacings (guidance 2);
-    ``which="guidance"``: DDIM at several guidance scales.
+    ``which="guidance"``: DDIM at several guidance scales.  The file is checked against its
+    checksum (:func:`unet_edu.pretrained.verify`); a truncated or foreign one is a
+    ``ValueError`` that names it and the command that writes it.
     """
+    from . import verify
+
     paths = {"steps": SHIPPED, "guidance": SHIPPED_GUIDANCE}
     if which not in paths:
         raise ValueError(f"which must be 'steps' or 'guidance', got {which!r}")
     path = paths[which]
+    remake = f"write it with python -m tools.sampler_sweep --out {path} (see that module's help)"
     if not path.exists():
-        raise FileNotFoundError(f"{path.name} is missing; write it with python -m "
-                                f"tools.sampler_sweep --out {path} (see that module's help)")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"{path.name} is missing; {remake}")
+    verify(path)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # a JSONDecodeError or bytes that are not text
+        raise ValueError(f"cannot read the stored sweep {path} (truncated or not JSON: "
+                         f"{err}); {remake}") from err
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, list) or not isinstance(results.get("meta"), dict) or not all(
+            isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path} is not a sweep (a dict with 'meta' and a list of 'rows'); "
+                         f"{remake}")
+    return results
 
 
 def _is_guidance_sweep(results: dict) -> bool:
