@@ -21,7 +21,25 @@ SMALL = {
     "AttentionUNet": (dict(features=(4, 8), norm="group", norm_groups=2), (1, 1, 8, 8)),
     "UNetPlusPlus": (dict(features=(4, 8, 8), out_channels=3), (1, 1, 8, 8)),
     "UNet3D": (dict(features=(4, 8), norm="batch", norm_groups=2), (1, 1, 4, 4, 4)),
+    "DnCNN": (dict(in_channels=1, hidden=4, depth=3), (1, 1, 8, 8)),
+    "TextConditionedUNet": (
+        dict(vocab_size=12, max_length=4, text_width=8, text_layers=1, text_heads=2,
+             in_channels=2, out_channels=2, base_channels=8, channel_mult=(1, 2),
+             attention_levels=(1,), num_heads=2, norm_groups=4, num_timesteps=50),
+        (1, 2, 8, 8),
+    ),
 }
+
+
+def _extra_inputs(name: str, n: int, with_label: bool = False) -> tuple:
+    """What a model reads besides the image, for a batch of ``n``: the timestep t, and a class
+    label or a caption's tokens."""
+    t = torch.full((n,), 5, dtype=torch.long)
+    if name == "DiffusionUNet":
+        return (t, torch.ones(n, dtype=torch.long)) if with_label else (t,)
+    if name == "TextConditionedUNet":
+        return t, torch.ones((n, SMALL[name][0]["max_length"]), dtype=torch.long)
+    return ()
 
 
 def test_every_registered_model_has_a_small_configuration_here():
@@ -43,7 +61,7 @@ def test_config_matches_signature_and_round_trips_through_a_checkpoint(name, tmp
     again, info = load_checkpoint(path)
     assert type(again) is cls and again.config == model.config == info.config
     x = torch.randn(*shape)
-    extra = (torch.tensor([5]), torch.tensor([1])) if name == "DiffusionUNet" else ()
+    extra = _extra_inputs(name, 1, with_label=True)
     torch.testing.assert_close(again.eval()(x, *extra), model(x, *extra))
 
 
@@ -57,13 +75,13 @@ def test_config_defaults_are_recorded():
 def test_input_checks_name_the_fix(name):
     kwargs, shape = SMALL[name]
     model = MODELS[name](**kwargs)
-    extra = (torch.tensor([5]),) if name == "DiffusionUNet" else ()
+    extra = _extra_inputs(name, 1)
     with pytest.raises(ValueError, match=r"floating-point pixels, got torch.uint8; use x.float"):
         model(torch.zeros(shape, dtype=torch.uint8), *extra)
     with pytest.raises(ValueError, match=r"torch.float32 weights but got a torch.float64 input"):
         model(torch.zeros(shape, dtype=torch.float64), *extra)
     with pytest.raises(ValueError, match=r"empty batch .*pass at least one"):
-        model(torch.zeros((0, *shape[1:])), *(torch.zeros(0) for _ in extra))
+        model(torch.zeros((0, *shape[1:])), *_extra_inputs(name, 0))
     with pytest.raises(ValueError, match=r"unsqueeze\(0\)"):
         model(torch.zeros(shape[1:]), *extra)
 

