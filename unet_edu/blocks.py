@@ -7,6 +7,12 @@ by scale-shift), :class:`Downsample`/:class:`Upsample`, and attention at low res
 (:class:`SelfAttention`, :class:`CrossAttention`).  :class:`AttentionGate` is the gate of the
 Attention U-Net (Oktay et al., 2018).
 
+Stable Diffusion (Rombach et al., 2022) replaces the attention layers by a
+:class:`SpatialTransformer`, a stack of :class:`TransformerBlock`: :class:`MultiHeadAttention`
+(self, then cross to the text) and a :class:`GEGLU` :class:`FeedForward` layer.
+:class:`AdaLNZeroBlock` is the block of the Diffusion Transformer (Peebles & Xie, 2023), which
+conditions by scale-shift.
+
 Shapes follow PyTorch: images are ``(B, C, H, W)``, sequences ``(B, N, D)``.
 """
 
@@ -32,6 +38,12 @@ __all__ = [
     "group_norm",
     "norm_factory",
     "zero_module",
+    "MultiHeadAttention",
+    "GEGLU",
+    "FeedForward",
+    "TransformerBlock",
+    "SpatialTransformer",
+    "AdaLNZeroBlock",
 ]
 
 
@@ -103,19 +115,25 @@ class DoubleConv(nn.Sequential):
 class SinusoidalTimeEmbedding(nn.Module):
     """Map each timestep ``t`` to a ``dim``-vector of sines and cosines.
 
-    Frequency ``k`` is ``w_k = max_period ** (-k / (dim/2))`` for ``k = 0 .. dim/2 - 1``: the
-    first pair of channels turns once per radian of ``t`` (fine detail), the last turns once per
-    ``~max_period`` steps (coarse position).  The output is ``[sin(t w_k) ..., cos(t w_k) ...]``,
-    bounded in [-1, 1], smooth in ``t``, and with a dot product between two embeddings that
-    depends only on the distance between their timesteps — the properties chapter 4 measures.
+    Frequency ``k`` is ``w_k = max_period ** (-k / h)`` radians per step,
+    ``h = dim/2``, for ``k = 0 .. h - 1``: the first pair of channels turns
+    once every ``2 pi`` (about 6.3) steps (fine detail), the last once every
+    ``2 pi * max_period ** ((h - 1) / h)`` steps (coarse position; about
+    6,300 steps for ``dim=8``, 54,000 for ``dim=128``, always less than
+    ``2 pi * max_period``).  The output is ``[sin(t w_k) ..., cos(t w_k) ...]``,
+    bounded in [-1, 1], smooth in ``t``, and with a dot product between two
+    embeddings that depends only on the distance between their timesteps —
+    the properties chapter 4 measures.
     """
 
     def __init__(self, dim: int, max_period: float = 10000.0):
         super().__init__()
         if dim % 2:
-            raise ValueError(f"SinusoidalTimeEmbedding needs an even dim, got {dim}; use {dim + 1}")
+            raise ValueError(f"SinusoidalTimeEmbedding needs an even dim, "
+                             f"got {dim}; use {dim + 1}")
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+        k = torch.arange(half, dtype=torch.float32)
+        freqs = torch.exp(-math.log(max_period) * k / half)
         self.register_buffer("freqs", freqs, persistent=False)
         self.dim = dim
 
@@ -164,20 +182,24 @@ class ResBlock(nn.Module):
         same = in_channels == out_channels
         self.skip = nn.Identity() if same else nn.Conv2d(in_channels, out_channels, 1)
 
-    def scale_shift(self, emb: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """The per-channel ``(gamma, beta)`` this block derives from ``emb`` (no gamma: "add")."""
+    def scale_shift(self, emb: torch.Tensor
+                    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The per-channel ``(gamma, beta)`` this block derives from ``emb``
+        (no gamma: "add")."""
         p = self.emb_proj(emb)[:, :, None, None]
         if self.time_mode == "scale_shift":
             gamma, beta = p.chunk(2, dim=1)
             return gamma, beta
         return None, p
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.norm2(h)
         if self.emb_proj is not None:
             if emb is None:
-                raise ValueError("this ResBlock is conditioned: pass the embedding emb")
+                raise ValueError("this ResBlock is conditioned: "
+                                 "pass the embedding emb")
             gamma, beta = self.scale_shift(emb)
             h = h * (1 + gamma) + beta if gamma is not None else h + beta
         h = self.conv2(self.dropout(F.silu(h)))
@@ -322,3 +344,203 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer blocks: Stable Diffusion's attention layers, and DiT's adaLN-Zero block
+# --------------------------------------------------------------------------------------------
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention between token sequences, as in Stable Diffusion's transformer blocks.
+
+    Queries come from ``x`` ``(B, N, dim)``; keys and values come from ``context`` ``(B, M,
+    context_dim)`` (cross-attention) or, without a context, from ``x`` itself
+    (self-attention).  ``to_q``, ``to_k`` and ``to_v`` are linear maps without bias and
+    ``to_out`` has one, as in the latent diffusion code (Rombach et al., 2022), so that the
+    parameter counts match the published models.  The ``dim`` channels are split into
+    ``num_heads`` heads of ``dim / num_heads`` channels; each head computes
+    ``softmax(q k^T / sqrt(d)) v`` (Vaswani et al., 2017, eq. 1).
+
+    ``mask`` ``(B, M)``, True where a key may be attended to, hides padding tokens.
+    The weights themselves are not kept by the fused kernel; set ``keep_weights = True`` and
+    the next forward pass computes them explicitly and keeps them, ``(B, heads, N, M)``, in
+    ``last_weights``: row ``i`` says how much query ``i`` (a pixel) reads from each key (a
+    word).  That is how the cross-attention maps of chapter 7 are drawn.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, num_heads: int = 8):
+        super().__init__()
+        _check_heads(dim, num_heads, "MultiHeadAttention")
+        self.num_heads = num_heads
+        self.context_dim = dim if context_dim is None else context_dim
+        self.is_cross = context_dim is not None
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(self.context_dim, dim, bias=False)
+        self.to_v = nn.Linear(self.context_dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        self.keep_weights = False
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        if self.is_cross and context is None:
+            raise ValueError(f"MultiHeadAttention is a cross-attention to a ({b}, M, "
+                             f"{self.context_dim}) context; pass context=")
+        source = x if context is None else context
+        if source.dim() != 3 or source.shape[0] != b or source.shape[2] != self.context_dim:
+            raise ValueError(f"MultiHeadAttention: context must have shape ({b}, M, "
+                             f"{self.context_dim}), got {tuple(source.shape)}")
+        q = _split_heads(self.to_q(x), self.num_heads)
+        k = _split_heads(self.to_k(source), self.num_heads)
+        v = _split_heads(self.to_v(source), self.num_heads)
+        keep = None if mask is None else mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, M)
+        if self.keep_weights:
+            scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            if keep is not None:
+                scores = scores.masked_fill(~keep, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            self.last_weights = weights.detach()
+            out = (weights @ v.float()).to(v.dtype)
+        elif keep is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        else:
+            out = _attend(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, c))
+
+
+class GEGLU(nn.Module):
+    """A gated linear unit with a GELU gate: ``h * GELU(g)`` where ``[h, g] = W x + b``.
+
+    Shazeer (2020) found the gated variants of the transformer's feed-forward layer better
+    than a plain ``GELU(W x)``; Stable Diffusion's transformer blocks use this one.  The
+    projection produces ``2 * hidden`` values, half of them gates.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Sequential):
+    """The transformer's position-wise MLP: GEGLU to ``mult * dim`` channels, back to ``dim``."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__(GEGLU(dim, mult * dim), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention and a feed-forward layer, each pre-normed and residual.
+
+    ``x = x + attn1(LN(x))``; ``x = x + attn2(LN(x), context)``; ``x = x + ff(LN(x))``: the
+    ``BasicTransformerBlock`` of Stable Diffusion.  Self-attention lets the pixels of a map
+    exchange information; cross-attention lets each pixel read the text; the feed-forward
+    layer (GEGLU, 4x wider) transforms each position on its own.  Without ``context_dim``
+    there is no cross-attention (a plain pre-norm transformer layer, e.g. for a text encoder);
+    ``mask`` ``(B, N)`` hides padding tokens from the self-attention.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, context_dim: int | None = None,
+                 ff_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = MultiHeadAttention(dim, None, num_heads)
+        if context_dim is not None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.attn2 = MultiHeadAttention(dim, context_dim, num_heads)
+        else:
+            self.norm2, self.attn2 = None, None
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x), mask=mask)
+        if self.attn2 is not None:
+            x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Stable Diffusion's attention layer for feature maps: ``depth`` transformer blocks.
+
+    ``GroupNorm -> proj_in -> TransformerBlock x depth -> proj_out``, added to the input.
+    The map's ``H*W`` pixels become a sequence of tokens with ``channels`` features;
+    ``proj_in``/``proj_out`` are 1x1 convolutions (SD 1.x) or, with ``linear_projection``,
+    linear maps on the tokens (SD 2.x and SDXL): the same numbers of parameters, applied
+    before or after flattening.  ``proj_out`` starts at zero (:func:`zero_module`), as in the
+    latent diffusion code, so a new layer starts as the identity.  ``context`` ``(B, M,
+    context_dim)`` is what every block cross-attends to (the encoded caption).
+    """
+
+    def __init__(self, channels: int, num_heads: int = 8, context_dim: int | None = None,
+                 depth: int = 1, norm_groups: int = 32, linear_projection: bool = False):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"SpatialTransformer: depth must be at least 1, got {depth}; "
+                             f"leave the level out of attention_levels for no attention")
+        _check_heads(channels, num_heads, f"SpatialTransformer({channels})")
+        check_groups(channels, norm_groups, f"SpatialTransformer({channels})")
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.linear_projection = bool(linear_projection)
+        if self.linear_projection:
+            self.proj_in = nn.Linear(channels, channels)
+            self.proj_out = zero_module(nn.Linear(channels, channels))
+        else:
+            self.proj_in = nn.Conv2d(channels, channels, 1)
+            self.proj_out = zero_module(nn.Conv2d(channels, channels, 1))
+        self.blocks = nn.ModuleList(TransformerBlock(channels, num_heads, context_dim)
+                                    for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x)
+        if not self.linear_projection:
+            tokens = self.proj_in(tokens)
+        tokens = tokens.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        if self.linear_projection:
+            tokens = self.proj_in(tokens)
+        for block in self.blocks:
+            tokens = block(tokens, context)
+        if self.linear_projection:
+            tokens = self.proj_out(tokens)
+        tokens = tokens.transpose(1, 2).reshape(b, c, h, w)
+        if not self.linear_projection:
+            tokens = self.proj_out(tokens)
+        return x + tokens
+
+
+class AdaLNZeroBlock(nn.Module):
+    """The DiT block (Peebles & Xie, 2023): a transformer layer conditioned by adaLN-Zero.
+
+    The conditioning vector ``c`` (timestep and class embeddings) is mapped to six vectors per
+    token channel: ``shift, scale, gate`` for the attention and for the MLP.  Each sub-layer
+    sees ``LN(x) * (1 + scale) + shift`` — chapter 4's scale-shift, applied to a LayerNorm
+    without learned parameters — and its output is multiplied by ``gate`` before it is added
+    to ``x``.  The map to the six vectors starts at zero ("Zero"), so every gate is 0 and the
+    whole block is exactly the identity at initialisation; DiT found that this start trains
+    better than conditioning by cross-attention or by adaLN without the zero gates.
+    ``x`` is ``(B, N, dim)``, ``c`` is ``(B, cond_dim)``.
+    """
+
+    def __init__(self, dim: int, cond_dim: int, num_heads: int = 8, mlp_ratio: int = 4):
+        super().__init__()
+        _check_heads(dim, num_heads, "AdaLNZeroBlock")
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = MultiHeadAttention(dim, None, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_ratio * dim, dim))
+        self.modulation = nn.Sequential(nn.SiLU(), zero_module(nn.Linear(cond_dim, 6 * dim)))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if c.dim() != 2 or c.shape[0] != x.shape[0]:
+            raise ValueError(f"AdaLNZeroBlock: c must be one conditioning vector per sequence, "
+                             f"shape ({x.shape[0]}, cond_dim), got {tuple(c.shape)}")
+        mods = self.modulation(c)[:, None, :].chunk(6, dim=-1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)

@@ -16,6 +16,18 @@ One module per chapter (``unet_edu.exercises.chapter1`` ... ``chapter7``).  Two 
 
 
 def verdict(ok: bool, right: str, hint: str) -> None:
-    """Print the outcome of a check: "Correct: ..." with the explanation, or "Not yet: ..." with
-    a hint."""
-    print(("Correct: " + right) if ok else ("Not yet: " + hint))
+    """Show the outcome of a check: "Correct: ..." with the explanation, or "Not yet: ..." with
+    a hint.  A terminal gets the line as text; a notebook gets it as a coloured line that wraps
+    to the page's column (an HTML line, like the build-it checkers' feedback)."""
+    line = ("Correct: " + right) if ok else ("Not yet: " + hint)
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:  # no IPython: a plain interpreter
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(line)
+        return
+    from .feedback import Feedback
+
+    display(HTML(Feedback("pass" if ok else "hint", right if ok else hint)._repr_html_()))

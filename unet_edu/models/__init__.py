@@ -3,17 +3,21 @@
 Every model keeps the arguments it was built with in ``model.config`` (a JSON-friendly dict,
 recorded by :class:`~unet_edu.models.config.RecordsConfig`), so a checkpoint can record them and
 :func:`build_model` can rebuild the same network.  UNet2015, AttentionUNet and UNet3D share one
-U (:class:`~unet_edu.models.skeleton.UNetSkeleton`); every model checks its input with
+U (:class:`~unet_edu.models.skeleton.UNetSkeleton`).  :class:`TextConditionedUNet` joins a text
+encoder to a DiffusionUNet, and :mod:`unet_edu.models.stable_diffusion` builds Stable
+Diffusion's U-Nets as DiffusionUNet configurations.  Every model checks its input with
 :mod:`unet_edu.models.checks` before the first layer.
 """
 
 from .diffusion_unet import DiffusionUNet
-from .naive import NaiveCNN
+from .naive import DnCNN, NaiveCNN
 from .unet2015 import UNet2015, center_crop
+from .text_conditioned import TextConditionedUNet
 from .variants import AttentionUNet, UNet3D, UNetPlusPlus
 
-MODELS = {"NaiveCNN": NaiveCNN, "UNet2015": UNet2015, "DiffusionUNet": DiffusionUNet}
+MODELS = {"NaiveCNN": NaiveCNN, "DnCNN": DnCNN, "UNet2015": UNet2015, "DiffusionUNet": DiffusionUNet}
 MODELS.update(AttentionUNet=AttentionUNet, UNetPlusPlus=UNetPlusPlus, UNet3D=UNet3D)
+MODELS.update(TextConditionedUNet=TextConditionedUNet)
 
 
 def build_model(name: str, config: dict):
@@ -28,6 +32,7 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["NaiveCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model",
+__all__ = ["NaiveCNN", "DnCNN", "UNet2015", "DiffusionUNet", "center_crop", "MODELS", "build_model",
            "count_parameters"]
 __all__ += ["AttentionUNet", "UNetPlusPlus", "UNet3D"]
+__all__ += ["TextConditionedUNet"]
