@@ -16,7 +16,6 @@ pixels of the 32 x 32 canvas the digit sits in, so the maps are coarse but align
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import ipywidgets as W
@@ -97,9 +96,12 @@ def attention_figure(record: AttentionRecord, sample: int = 0, step: int = -1, a
     """One sample's cross-attention maps at one step: a row per resolution, a column per token
     (``<start>``, the words, ``<end>``), each map laid over the final digit.  Returns the figure.
 
-    Colours share one scale per row, so the columns compare how much each token is read.
+    Colours share one scale per row (its colour bar on the right), so the columns compare how
+    much each token is read.
     """
     import matplotlib.pyplot as plt
+
+    from ..style import colorbar
 
     if not 0 <= sample < len(record.captions):
         raise ValueError(f"sample must lie in 0..{len(record.captions) - 1}, got {sample}")
@@ -108,8 +110,8 @@ def attention_figure(record: AttentionRecord, sample: int = 0, step: int = -1, a
         raise ValueError(f"step must lie in {-n_steps}..{n_steps - 1}, got {step}")
     tokens = _shown_tokens(record, sample)
     sides = record.sides
-    fig, axes = plt.subplots(len(sides), len(tokens), squeeze=False,
-                             figsize=(1.45 * len(tokens), 1.6 * len(sides) + 0.4))
+    fig, axes = plt.subplots(len(sides), len(tokens), squeeze=False, layout="constrained",
+                             figsize=(1.45 * len(tokens) + 0.8, 1.6 * len(sides) + 0.4))
     digit = record.canvas[sample]
     size = digit.shape[-1]
     for r, side in enumerate(sides):
@@ -119,18 +121,18 @@ def attention_figure(record: AttentionRecord, sample: int = 0, step: int = -1, a
             ax = axes[r, c]
             up = F.interpolate(maps[k][None, None], size=(size, size), mode="nearest")[0, 0]
             ax.imshow(digit.numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.imshow(up.numpy(), cmap=CMAPS["gate"], vmin=0, vmax=top, alpha=alpha)
+            im = ax.imshow(up.numpy(), cmap=CMAPS["gate"], vmin=0, vmax=top, alpha=alpha)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(record.tokens[sample][k], fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{side} x {side}", fontsize=9)
+        colorbar(im, ax=list(axes[r]), label="attention")
     t = record.timesteps[step]
     fig.suptitle(f"\u201c{record.captions[sample]}\u201d: cross-attention at step "
                  f"{step % n_steps + 1} of {n_steps} (t = {t}), guidance {record.guidance_scale:g}",
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -170,6 +172,9 @@ class CrossAttentionExplorer(W.VBox):
     def __init__(self, pipe=None, captions=CAPTIONS, *, steps: int = 20, frames: int = 8,
                  guidance_scale: float = 3.0, seed: int = 0, record: AttentionRecord | None = None):
         where = "CrossAttentionExplorer"
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"{where}: frames must be a whole number of at least 1 (the steps "
+                             f"kept, the first and the last among them), got {frames!r}")
         if record is None:
             if pipe is None:
                 from ..latent_diffusion import LatentDiffusion
@@ -227,8 +232,8 @@ class CrossAttentionExplorer(W.VBox):
         style = html_style()
         texts = [_step_text(record, i) for i in self.steps]
         height = W.Layout(height=lines_height(texts, 330))
-        step_lines = linked_stack([W.HTML(caption_html(t), layout=height, style=style)
-                                   for t in texts], self.step, "index", height)
+        self.step_lines = linked_stack([W.HTML(caption_html(t), layout=height, style=style)
+                                        for t in texts], self.step, "index", height)
         header = W.HTML("predicted clean digit at this step &nbsp;|&nbsp; attention to the token")
         note = W.HTML(colorbar_html(CMAPS["gate"], 0.0, self.value_max, "attention weight",
                                     2 * BOX)
@@ -238,7 +243,7 @@ class CrossAttentionExplorer(W.VBox):
                                      "Frames are precomputed, so the controls also work "
                                      "without a kernel.</small>"),
                       layout=W.Layout(max_width=f"{2 * BOX + 8}px"))
-        super().__init__([self.caption, self.token_row, self.level, self.step, step_lines,
+        super().__init__([self.caption, self.token_row, self.level, self.step, self.step_lines,
                           header, self.view, note, frame_style(CSS_CLASS, BOX, BOX)])
 
     def controls(self) -> list:
