@@ -133,7 +133,7 @@ def test_first_code_cell_installs_the_package_for_colab(notebook):
         "the first cell must install unet_edu only when it is missing"
     # the commit the page was executed with (python -m tools.book execute stamps it), not a
     # branch whose package may have changed since
-    assert re.search(r"git\+https://github\.com/unet-edu/unet-edu@[0-9a-f]{40}\b", first), \
+    assert re.fullmatch(r"[0-9a-f]{40}", stamped_ref(_load(notebook), URL) or ""), \
         "the first cell must install the commit it was executed with: python -m tools.book execute"
     assert "device()" in first and "budget()" in first
 
@@ -199,6 +199,20 @@ def test_stamp_points_the_pip_line_at_a_commit_and_nothing_else(repo):
     assert stamped_ref(bare, URL) is None
     with pytest.raises(ValueError, match="no 'git\\+"):
         stamp_install(bare, head, URL)
+
+
+def test_the_stamp_keeps_a_pip_target_split_over_two_lines():
+    # "git+<url>" and "@<ref>" as two string literals (Python joins them): the commit then fits
+    # the page's 76-character column, and stamping keeps the split.
+    nb = new_notebook(cells=[new_code_cell(FIRST_CELL.replace(
+        '"git+https://github.com/unet-edu/unet-edu@main"',
+        '"git+https://github.com/unet-edu/unet-edu"\n                           "@main"'))])
+    assert stamped_ref(nb, URL) == "main"
+    assert stamp_install(nb, "a" * 40, URL) is True
+    src = nb.cells[0]["source"]
+    assert stamped_ref(nb, URL) == "a" * 40
+    assert '"git+https://github.com/unet-edu/unet-edu"\n' in src and '"@' + "a" * 40 + '"' in src
+    assert max(len(line) for line in src.splitlines()) <= 76
 
 
 def test_check_accepts_a_stamped_commit_until_the_package_changes(repo):

@@ -114,7 +114,7 @@ CORE_TESTS = ("test_blocks.py", "test_models.py", "test_arch_models.py", "test_d
               "test_denoising_explorer.py", "test_data.py", "test_metrics.py",
               "test_segmentation.py", "test_variants.py")
 # The install line of every chapter's first cell; the check points it at the wheel.
-INSTALL_SOURCE = re.compile(r'"(git\+https://github\.com/unet-edu/unet-edu@main)"')
+INSTALL_SOURCE = re.compile(r'"git\+https://github\.com/unet-edu/unet-edu"\s*"@[0-9a-f]{40}"')
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 

@@ -120,10 +120,11 @@ class SinusoidalTimeEmbedding(nn.Module):
     once every ``2 pi`` (about 6.3) steps (fine detail), the last once every
     ``2 pi * max_period ** ((h - 1) / h)`` steps (coarse position; about
     6,300 steps for ``dim=8``, 54,000 for ``dim=128``, always less than
-    ``2 pi * max_period``).  The output is ``[sin(t w_k) ..., cos(t w_k) ...]``,
-    bounded in [-1, 1], smooth in ``t``, and with a dot product between two
-    embeddings that depends only on the distance between their timesteps —
-    the properties chapter 4 measures.
+    ``2 pi * max_period``).  The output is
+    ``[sin(t w_k) ..., cos(t w_k) ...]``, bounded in [-1, 1], smooth in
+    ``t``, and with a dot product between two embeddings that depends only
+    on the distance between their timesteps — the properties chapter 4
+    measures.
     """
 
     def __init__(self, dim: int, max_period: float = 10000.0):

