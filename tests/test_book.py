@@ -416,3 +416,16 @@ def test_built_pages_load_nothing_from_other_servers(built_site):
 def test_book_builds_without_warnings(built_site):
     assert built_site["returncode"] == 0, built_site["log"]
     assert (built_site["html"] / "book" / "intro.html").exists()
+
+
+def test_a_widget_state_that_lost_a_model_is_not_publishable():
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "a" * 32}}
+    nb = new_notebook(cells=[new_code_cell("w", execution_count=1, outputs=[
+        new_output("display_data", data=view)])])
+    box = {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_" + "b" * 32]}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {"a" * 32: box}}}
+    assert any("does not hold" in p for p in publishing_problems(nb))
+    nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]["b" * 32] = {
+        "model_name": "ImageModel", "state": {}}
+    assert publishing_problems(nb) == []

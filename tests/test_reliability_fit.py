@@ -48,11 +48,12 @@ def test_a_model_with_zero_classes_is_refused_with_the_fix():
 
 
 def test_damaged_shipped_file_is_named(tmp_path, monkeypatch):
-    from tools import checksums
-
     good = pretrained.path_of("digit-classifier").read_bytes()
-    (tmp_path / "digit-classifier.safetensors").write_bytes(good[:100])
+    damaged = tmp_path / "digit-classifier.safetensors"
+    damaged.write_bytes(good[:100])
     monkeypatch.setattr(pretrained, "HERE", tmp_path)
-    checksums.write(tmp_path)  # listed as it is: the reader, not the checksum, must catch it
+    # listed as it is: the reader, not the checksum, must catch it
+    (tmp_path / pretrained.MANIFEST).write_text(
+        f"{pretrained.file_sha256(damaged)}  {damaged.name}\n")
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*digit-classifier.safetensors"):
         pretrained.load("digit-classifier", device="cpu")

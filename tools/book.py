@@ -366,6 +366,15 @@ def publishing_problems(nb: dict) -> list[str]:
              .get("application/vnd.jupyter.widget-state+json", {}))
     if uses_widgets and not state.get("state"):
         problems.append("widgets are displayed but no widget state is saved")
+    # A saved widget that refers to one the state lacks breaks its explorer on the page
+    # ("widget model not found"): a state message was lost while executing; execute again.
+    saved = state.get("state", {})
+    lost = {ref for m in saved.values()
+            for ref in re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(m.get("state", {})))
+            if ref not in saved}
+    if lost:
+        problems.append(f"the saved widget state refers to {len(lost)} widget(s) it does not "
+                        f"hold: execute the chapter again")
     return problems
 
 
