@@ -176,6 +176,21 @@ def test_a_small_figure_with_a_colour_map_keeps_full_colour_a_large_one_does_not
         assert Image.open(io.BytesIO(noisy)).mode == "P" and len(noisy) < len(full) / 2
 
 
+def test_a_grey_figure_becomes_a_palette_without_losing_a_pixel():
+    with style.context():
+        fig, axes = plt.subplots(1, 4, figsize=(6, 1.8))
+        rng = np.random.default_rng(0)
+        for a in axes:
+            a.imshow(rng.random((28, 28)), cmap="gray", interpolation="nearest")
+            a.set_title("grey", fontsize=9)
+        small, _ = style.figure_png(fig)
+        full, _ = style.figure_png(fig, colors=None)
+    assert len(full) < style.FULL_COLOUR_LIMIT  # "auto" chose the palette for its colours
+    palette, rgb = Image.open(io.BytesIO(small)), Image.open(io.BytesIO(full))
+    assert palette.mode == "P" and len(small) < len(full)
+    assert np.array_equal(np.asarray(palette.convert("RGB")), np.asarray(rgb.convert("RGB")))
+
+
 def test_figure_to_png_uses_a_palette():
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1, 0])

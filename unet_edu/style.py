@@ -318,8 +318,9 @@ def figure_png(fig, scale: float = 2.0, colors: int | str | None = "auto") -> tu
     colours (no dithering): a plot of lines has few colours, and its file shrinks to about a
     third.  A smooth colour map, though, shows bands in 256 colours, so ``"auto"`` (the
     default) reduces a figure with pictures (``imshow``, ``pcolormesh``) only when it would
-    otherwise exceed :data:`FULL_COLOUR_LIMIT` bytes, and a figure of lines always.  ``None``
-    keeps full colour.
+    otherwise exceed :data:`FULL_COLOUR_LIMIT` bytes, and a figure of lines always.  A figure
+    that has 256 colours or fewer to begin with (grey-scale digits, say) loses nothing in a
+    palette, so ``"auto"`` always stores it as one.  ``None`` keeps full colour.
     """
     from matplotlib.collections import QuadMesh
     from matplotlib.image import AxesImage
@@ -333,7 +334,8 @@ def figure_png(fig, scale: float = 2.0, colors: int | str | None = "auto") -> tu
     width = round(pic.size[0] / scale)
     if colors == "auto":
         pictures = any(fig.findobj(lambda a: isinstance(a, (AxesImage, QuadMesh))))
-        colors = 256 if not pictures or len(data) > FULL_COLOUR_LIMIT else None
+        few = pic.convert("RGB").getcolors(256) is not None  # a palette is then lossless
+        colors = 256 if not pictures or few or len(data) > FULL_COLOUR_LIMIT else None
     if colors:
         pic = pic.convert("RGB").quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT,
                                           dither=Image.Dither.NONE)
