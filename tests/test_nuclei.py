@@ -366,6 +366,36 @@ def test_score_nuclei_scores_the_bottom_half_without_the_cut_nuclei():
     assert s.match.n_true == 61 and s.match.n_pred == 0 and s.separated == 0.0
     assert s.count_error == -61
     assert s.touching.sum() == 29 and len(s.touching) == 61
+    assert not s.collapsed  # it calls pixels nucleus, however badly
+
+
+class _NothingNucleus(_EverythingNucleus):
+    """A stand-in network stuck at the trivial answer: background everywhere."""
+
+    def forward(self, x):
+        return torch.cat([self.scale * torch.ones_like(x), torch.zeros_like(x)], 1)
+
+
+def test_a_network_that_calls_everything_background_is_collapsed():
+    s = experiments.score_nuclei(_NothingNucleus())
+    assert s.collapsed and s.iou == 0.0 and s.separated == 0.0
+
+
+def test_the_few_annotations_runs_see_only_the_top_left_quarter():
+    few = experiments.EXPERIMENTS["nuclei-few-annotations"]
+    weight = experiments.EXPERIMENTS["nuclei-weight-map"]
+    assert set(few.variants) == {"elastic", "rigid"}
+    corners = few.data()
+    assert len(corners) == (256 - 36 + 1) ** 2 and corners.max().item() == 256 - 36
+    # Only the augmentation differs from the weighted half-image runs: budget, seeds, net.
+    assert (few.steps, few.batch_size, few.lr, few.seeds) == \
+        (weight.steps, weight.batch_size, weight.lr, weight.seeds)
+    torch.manual_seed(0)
+    model = few.variants["elastic"]()
+    batch = (corners[:4],)
+    out = {v: few.loss_for(v)(model, batch, torch.Generator().manual_seed(0)).item()
+           for v in few.variants}
+    assert out["elastic"] != pytest.approx(out["rigid"])
 
 
 def test_nuclei_experiments_train_from_their_own_parts():

@@ -548,6 +548,13 @@ class NucleiScores:
         return float(self.match.matched[self.touching].mean())
 
     @property
+    def collapsed(self) -> bool:
+        """Whether the network calls no pixel of the image nucleus: a run stuck at the trivial
+        answer (all background).  Its training loss can stop falling like a trained run's, so
+        the convergence test alone does not catch it."""
+        return not bool((self.prob > 0.5).any())
+
+    @property
     def count_error(self) -> int:
         """Predicted components minus true nuclei on the test part (0 is a perfect count)."""
         return self.match.n_pred - self.match.n_true
