@@ -84,8 +84,8 @@ def test_sweep_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch):
     sampler_sweep.main(["--from-json", str(path), "--markdown", str(tmp_path / "q.md"),
                         "--plot", str(tmp_path / "q.png")])
     table = (tmp_path / "q.md").read_text()
-    assert "| DDPM | – | 20 |" in table and "| DDIM | trailing | 5 |" in table
-    assert "| DDIM | linspace | 2 |" in table and "floor" in table and " ± " in table
+    assert "| DDPM | – | – | 20 |" in table and "| DDIM | trailing | 0 | 5 |" in table
+    assert "| DDIM | linspace | 0 | 2 |" in table and "floor" in table and " ± " in table
     assert (tmp_path / "q.png").stat().st_size > 1000
     # Only DDIM's settings change: the DDPM row is carried over, not sampled again.
     again = sampler_sweep.run_sweep(n=20, ddim_steps=(3,), reuse_ddpm=path, model=model,
@@ -145,3 +145,35 @@ def test_committed_guidance_sweep_belongs_to_the_shipped_model():
     assert [r["guidance_scale"] for r in res["rows"]] == [0.0, 1.0, 2.0, 4.0, 8.0]
     assert res["meta"]["n"] >= 500 and res["meta"]["real_variety"] > 0
     assert all(r["variety"] > 0 and r["fd_sd"] > 0 for r in res["rows"])
+
+
+def test_eta_rows_are_swept_and_the_rest_reused(tiny, tmp_path):
+    model, schedule, clf = tiny
+    kw = dict(n=20, ddim_steps=(2,), model=model, schedule=schedule, classifier=clf,
+              progress=False)
+    res = sampler_sweep.run_sweep(ddpm=False, **kw)
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(res))
+    more = sampler_sweep.run_sweep(ddpm=False, etas=(1.0,), eta_steps=(2, 3), reuse=path, **kw)
+    keys = [(r["sampler"], r["steps"], sweep.eta_of(r)) for r in more["rows"]]
+    assert keys == [("ddim", 2, 0.0), ("ddim", 2, 1.0), ("ddim", 3, 1.0)]
+    first = more["rows"][0]
+    assert first["sampled_on"] == res["meta"]["date"] and first["fd"] == res["rows"][0]["fd"]
+    noisy = more["rows"][1]
+    assert "sampled_on" not in noisy and noisy["fd"] != first["fd"]  # eta = 1 draws other images
+    assert noisy["fd_sd_with_real"] > noisy["fd_sd"] > 0  # the real set's luck adds spread
+    table = sweep.markdown_table(more)
+    assert "| DDIM | trailing | 0 | 2 |" in table and "| DDIM | trailing | 1 | 3 |" in table
+    # Only eta = 0 rows answer "how few steps" (no DDPM row here, so there is no answer).
+    assert sweep.fewest_steps_within(more) is None
+    rows = [dict(sampler="ddpm", steps=20, fd=1.0, guidance_scale=2.0),
+            dict(sampler="ddim", steps=2, fd=5.0, eta=0.0, guidance_scale=2.0),
+            dict(sampler="ddim", steps=2, fd=1.2, eta=1.0, guidance_scale=2.0)]
+    assert sweep.fewest_steps_within({"rows": rows}) is None
+    assert sweep.fewest_steps_within({"rows": rows}, eta=1.0) == 2
+    ax = sweep.plot_sweep(dict(more, rows=rows, meta=more["meta"]))
+    assert any("η = 1" in t.get_text() for t in ax.get_legend().get_texts())
+    with pytest.raises(ValueError, match="run without --reuse"):
+        sampler_sweep.run_sweep(ddpm=False, reuse=path, **dict(kw, n=21))
+    with pytest.raises(SystemExit):
+        sampler_sweep.main(["--etas", "2", "--no-ddpm"])

@@ -20,7 +20,9 @@ table and its figure.  After rewriting a stored sweep, refresh the checksum mani
 
 On two CPU cores the step sweep (500 digits per row) takes about six minutes without DDPM and
 half an hour more with it: DDPM makes 1,000 network calls per batch.  ``--reuse-ddpm`` carries
-an earlier DDPM row over when only DDIM's settings changed.
+an earlier DDPM row over when only DDIM's settings changed; ``--reuse`` carries over every row
+whose setting is unchanged, so ``--etas 0.5,1`` adds DDIM rows with noise (eta > 0) at
+``--eta-steps`` without sampling the rest again.
 """
 
 from __future__ import annotations
@@ -41,14 +43,39 @@ __all__ = ["run_sweep", "fewest_steps_within", "markdown_table", "plot_sweep", "
            "SHIPPED", "SHIPPED_GUIDANCE", "main"]
 
 
-def _runs(ddim_steps, ddpm, guidance_scales, spacing, other_spacings, other_steps, num_steps):
-    """(sampler, steps, spacing, guidance) for every row, in table order."""
+def _runs(ddim_steps, ddpm, guidance_scales, spacing, other_spacings, other_steps, num_steps,
+          etas=(), eta_steps=()):
+    """(sampler, steps, spacing, guidance, eta) for every row, in table order."""
     runs = []
     for g in guidance_scales:
-        runs += [("ddpm", num_steps, None, g)] if ddpm else []
-        runs += [("ddim", s, spacing, g) for s in ddim_steps]
-        runs += [("ddim", s, sp, g) for sp in other_spacings for s in other_steps]
+        runs += [("ddpm", num_steps, None, g, None)] if ddpm else []
+        runs += [("ddim", s, spacing, g, 0.0) for s in ddim_steps]
+        runs += [("ddim", s, sp, g, 0.0) for sp in other_spacings for s in other_steps]
+        runs += [("ddim", s, spacing, g, float(e)) for e in etas if e for s in eta_steps]
     return runs
+
+
+def _row_key(row: dict) -> tuple:
+    from unet_edu.pretrained.sweep import eta_of
+
+    return (row["sampler"], row["steps"], row.get("spacing"), float(row["guidance_scale"]),
+            eta_of(row))
+
+
+def _reusable_rows(path, meta: dict) -> dict:
+    """Every row of an earlier results file measured on the same terms, by setting.
+
+    A row can be carried over when the model, the sample count and the seed are the same: the
+    samples of a setting are then the same images, so only new settings need sampling.
+    """
+    old = json.loads(Path(path).read_text())
+    m = old["meta"]
+    if not (m.get("n") == meta["n"] and m.get("seed") == meta["seed"]
+            and m.get("model") == meta.get("model")):
+        raise ValueError(f"{path} was sampled with another model, n or seed; run without "
+                         f"--reuse to measure every row")
+    return {_row_key(r): dict(r, sampled_on=r.get("sampled_on", r.get("reused_from", m["date"])))
+            for r in old["rows"]}
 
 
 def _reusable_ddpm_row(path, meta: dict, guidance: float) -> dict | None:
@@ -71,14 +98,17 @@ def _reusable_ddpm_row(path, meta: dict, guidance: float) -> dict | None:
 
 def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
               guidance_scales=(2.0,), seed: int = 2, spacing: str = "trailing",
-              other_spacings=(), other_steps=(5, 10, 20), reuse_ddpm=None, model=None,
-              schedule=None, classifier=None, progress: bool = True) -> dict:
+              other_spacings=(), other_steps=(5, 10, 20), etas=(), eta_steps=(10, 20, 50),
+              reuse_ddpm=None, reuse=None, model=None, schedule=None, classifier=None,
+              progress: bool = True) -> dict:
     """Score DDPM and DDIM on ``n`` samples each; return a results dict.
 
     One row per guidance scale in ``guidance_scales`` and per sampler: DDPM (unless
-    ``ddpm=False``), DDIM at each of ``ddim_steps`` with ``spacing``, and DDIM at each of
-    ``other_steps`` with each of ``other_spacings``.  ``reuse_ddpm`` names an earlier results
-    file whose DDPM row is carried over instead of measured (see :func:`_reusable_ddpm_row`).
+    ``ddpm=False``), DDIM at each of ``ddim_steps`` with ``spacing``, DDIM at each of
+    ``other_steps`` with each of ``other_spacings``, and DDIM with each nonzero eta of ``etas``
+    at each of ``eta_steps``.  ``reuse_ddpm`` names an earlier results file whose DDPM row is
+    carried over instead of measured (see :func:`_reusable_ddpm_row`); ``reuse`` one whose
+    rows are all carried over where the setting is the same (:func:`_reusable_rows`).
 
     ``model``, ``schedule`` and ``classifier`` default to the shipped models (tests pass tiny
     ones).  The real reference is the test split of :func:`unet_edu.data.mnist`: its first ``n``
@@ -117,18 +147,27 @@ def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,
         meta["model"] = {"name": "digits-ddpm", "training_steps": info.step,
                          "final_loss": info.extra.get("final_loss")}
     rows = []
-    for sampler, steps, sp, g in _runs(ddim_steps, ddpm, guidance_scales, spacing,
-                                       other_spacings, other_steps, schedule.num_steps):
+    earlier = _reusable_rows(reuse, meta) if reuse else {}
+    for sampler, steps, sp, g, eta in _runs(ddim_steps, ddpm, guidance_scales, spacing,
+                                            other_spacings, other_steps, schedule.num_steps,
+                                            etas, eta_steps):
+        key = (sampler, steps, sp, g, eta)
+        if key in earlier:
+            rows.append(earlier[key])
+            print(f"{sampler.upper()}-{steps} {sp or ''} guidance {g:g} eta {eta}: reused "
+                  f"from {reuse}", flush=True)
+            continue
         if sampler == "ddpm" and reuse_ddpm:
             rows.append(_reusable_ddpm_row(reuse_ddpm, meta, g))
             print(f"DDPM, guidance {g:g}: reused from {reuse_ddpm}", flush=True)
             continue
         score = evaluate_sampler(model, schedule, classifier, real_b, sampler=sampler, steps=steps,
                                  n=n, guidance_scale=g, seed=seed, spacing=sp or spacing,
-                                 progress=progress)
+                                 eta=eta or 0.0, progress=progress)
         rows.append(score.as_dict())
-        print(f"{sampler.upper()}-{score.steps} {sp or ''} guidance {g:g}: FD {score.fd:.2f} "
-              f"± {score.fd_sd:.2f}, label accuracy {score.label_accuracy:.3f}, variety "
+        print(f"{sampler.upper()}-{score.steps} {sp or ''} guidance {g:g} eta {eta}: FD "
+              f"{score.fd:.2f} ± {score.fd_sd:.2f} (± {score.fd_sd_with_real:.2f} with the real "
+              f"set redrawn), label accuracy {score.label_accuracy:.3f}, variety "
               f"{score.variety:.2f}, {score.seconds:.1f} s", flush=True)
     return {"meta": meta, "rows": rows}
 
@@ -149,6 +188,12 @@ def main(argv=None) -> dict:
                    help="comma-separated spacings to compare at --other-steps")
     p.add_argument("--other-steps", default="5,10,20",
                    help="DDIM step counts for --other-spacings")
+    p.add_argument("--etas", default="",
+                   help="comma-separated nonzero DDIM etas to add at --eta-steps (e.g. 0.5,1)")
+    p.add_argument("--eta-steps", default="10,20,50", help="DDIM step counts for --etas")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="carry over every row of this earlier results file whose setting is "
+                        "the same (same model, n and seed)")
     p.add_argument("--no-ddpm", action="store_true", help="leave out 1000-step DDPM (the slow row)")
     p.add_argument("--reuse-ddpm", default=None, metavar="JSON",
                    help="carry the DDPM row over from this earlier results file")
@@ -168,6 +213,10 @@ def main(argv=None) -> dict:
 
     steps, other_steps = numbers("--steps", int), numbers("--other-steps", int)
     guidance = numbers("--guidance", float)
+    etas, eta_steps = numbers("--etas", float), numbers("--eta-steps", int)
+    for e in etas:
+        if not 0 < e <= 1:
+            p.error(f"--etas: each eta must lie in (0, 1] (eta 0 is the main rows), got {e:g}")
     others = tuple(s.strip() for s in args.other_spacings.split(",") if s.strip())
     for sp in others:
         if sp not in SPACINGS:
@@ -176,7 +225,8 @@ def main(argv=None) -> dict:
     def measure():
         return run_sweep(n=args.n, ddim_steps=steps, ddpm=not args.no_ddpm,
                          guidance_scales=guidance, spacing=args.spacing, other_spacings=others,
-                         other_steps=other_steps, reuse_ddpm=args.reuse_ddpm)
+                         other_steps=other_steps, etas=etas, eta_steps=eta_steps,
+                         reuse_ddpm=args.reuse_ddpm, reuse=args.reuse)
 
     results = _cli.measure_and_report(
         args, argv, "tools.sampler_sweep", measure,

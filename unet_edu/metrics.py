@@ -123,19 +123,26 @@ def feature_statistics(feats) -> tuple[np.ndarray, np.ndarray]:
 def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """``|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))`` for two Gaussians.
 
-    The square-root term is computed from an eigen-decomposition (see the code), which agrees
-    with ``scipy.linalg.sqrtm`` where that is well defined and stays finite where it is not.
+    The square-root term is computed from an eigen-decomposition (see the
+    code), which agrees with ``scipy.linalg.sqrtm`` where that is well
+    defined and stays finite where it is not.
     """
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    mu1, mu2 = (np.atleast_1d(mu1).astype(np.float64),
+                np.atleast_1d(mu2).astype(np.float64))
+    cov1, cov2 = (np.atleast_2d(cov1).astype(np.float64),
+                  np.atleast_2d(cov2).astype(np.float64))
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
-        raise ValueError(f"shapes differ: means {mu1.shape} vs {mu2.shape}, covariances {cov1.shape} vs {cov2.shape}")
-    # tr((C1 C2)^(1/2)) = sum of sqrt(eigenvalues of S C2 S) with S = C1^(1/2): that matrix is
-    # symmetric positive semi-definite, so eigh is stable even when C1 or C2 is singular (e.g.
-    # feature units that are always 0 after the ReLU).
+        raise ValueError(
+            f"shapes differ: means {mu1.shape} vs {mu2.shape}, "
+            f"covariances {cov1.shape} vs {cov2.shape}")
+    # tr((C1 C2)^(1/2)) = sum of sqrt(eigenvalues of S C2 S) with
+    # S = C1^(1/2): that matrix is symmetric positive semi-definite, so eigh
+    # is stable even when C1 or C2 is singular (e.g. feature units that are
+    # always 0 after the ReLU).
     w1, v1 = linalg.eigh(cov1)
     s1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
-    tr_covmean = np.sqrt(np.clip(linalg.eigvalsh(s1 @ cov2 @ s1), 0, None)).sum()
+    tr_covmean = np.sqrt(
+        np.clip(linalg.eigvalsh(s1 @ cov2 @ s1), 0, None)).sum()
     diff = mu1 - mu2
     value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_covmean
     return float(max(value, 0.0))
@@ -146,21 +153,27 @@ def frechet_distance(feats_a, feats_b) -> float:
     return gaussian_frechet_distance(*feature_statistics(feats_a), *feature_statistics(feats_b))
 
 
-def frechet_distance_spread(feats, real_features, *, resamples: int = 200, seed: int = 0) -> float:
+def frechet_distance_spread(feats, real_features, *, resamples: int = 200, seed: int = 0,
+                            redraw_real: bool = False) -> float:
     """Bootstrap standard deviation of ``frechet_distance(feats, real_features)``.
 
     The generated set is redrawn ``resamples`` times with replacement (the real set is kept),
     and the standard deviation of the FDs is returned: how much the score would move if the
-    sampler were run again with other noise.  Two settings whose FDs differ by less than about
-    twice their spreads are not measurably different at this sample size.  (A resample repeats
-    some images, so its FDs sit a little above the original; the spread is what is used.)
+    sampler were run again with other noise.  With ``redraw_real`` the real set is redrawn
+    too, so the spread also covers the luck of which real digits the samples are compared
+    with (a score against another set of real digits moves by about that much more).  (A
+    resample repeats some images, so its FDs sit a little above the original; the spread is
+    what is used.)
     """
     f = torch.as_tensor(np.asarray(feats, dtype=np.float64))
-    mu_r, cov_r = feature_statistics(real_features)
+    r = torch.as_tensor(np.asarray(real_features, dtype=np.float64))
+    mu_r, cov_r = feature_statistics(r)
     gen = torch.Generator().manual_seed(seed)
     fds = []
     for _ in range(resamples):
         idx = torch.randint(len(f), (len(f),), generator=gen)
+        if redraw_real:
+            mu_r, cov_r = feature_statistics(r[torch.randint(len(r), (len(r),), generator=gen)])
         fds.append(gaussian_frechet_distance(*feature_statistics(f[idx]), mu_r, cov_r))
     return float(np.std(fds, ddof=1))
 
@@ -190,8 +203,10 @@ def within_class_variety(feats, labels) -> float:
 class SamplerScore:
     """What :func:`evaluate_sampler` measured for one sampler setting.
 
-    ``fd_sd`` is the bootstrap spread of ``fd`` (:func:`frechet_distance_spread`); ``variety``
-    the mean within-class feature distance (:func:`within_class_variety`) of the samples.
+    ``fd_sd`` is the bootstrap spread of ``fd`` over redraws of the samples and
+    ``fd_sd_with_real`` over redraws of the samples and the real digits together
+    (:func:`frechet_distance_spread`); ``variety`` the mean within-class feature distance
+    (:func:`within_class_variety`) of the samples; ``eta`` DDIM's noise dial (None for DDPM).
     """
 
     sampler: str
@@ -204,6 +219,8 @@ class SamplerScore:
     fd_sd: float | None = None
     variety: float | None = None
     spacing: str | None = None
+    eta: float | None = None
+    fd_sd_with_real: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -224,29 +241,40 @@ def _check_digit_model(model) -> None:
             f"{2**halvings}; evaluate a model with at most 3 levels (len(channel_mult) <= 3)")
 
 
-def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features, *, sampler: str = "ddim",
-                     steps: int = 50, n: int = 500, guidance_scale: float = 2.0, seed: int = 2,
-                     spacing: str = "trailing", batch_size: int = 250,
+def evaluate_sampler(model, schedule, classifier: DigitClassifier,
+                     real_features, *, sampler: str = "ddim",
+                     steps: int = 50, n: int = 500,
+                     guidance_scale: float = 2.0, seed: int = 2,
+                     spacing: str = "trailing", eta: float = 0.0,
+                     batch_size: int = 250,
                      progress: bool = False) -> SamplerScore:
-    """Draw ``n`` digits (labels ``0, 1, ..., 9, 0, ...``) and score them against real digits.
+    """Draw ``n`` digits (labels ``0, 1, ..., 9, 0, ...``) and score them
+    against real digits.
 
-    ``sampler`` is ``"ddim"`` (``steps`` steps, deterministic) or ``"ddpm"`` (all the schedule's
-    steps; ``steps`` and ``spacing`` are ignored).  Samples are drawn in batches of
-    ``batch_size`` from one generator seeded with ``seed``, so the same arguments give the same
-    images on any device.
-    Returns the Fréchet distance to ``real_features`` (compare it with the FD between two real
-    sets of the same size) with its bootstrap spread, the fraction of samples the classifier
-    labels as requested, their within-class variety, and the wall time of the sampling alone.
+    ``sampler`` is ``"ddim"`` (``steps`` steps; deterministic at ``eta=0``,
+    fresh noise at every step for ``eta > 0``, DDPM's amount at ``eta=1``)
+    or ``"ddpm"`` (all the schedule's steps; ``steps``, ``spacing`` and
+    ``eta`` are ignored).  Samples are drawn in batches of ``batch_size``
+    from one generator seeded with ``seed``, so the same arguments give the
+    same images on any device.
+    Returns the Fréchet distance to ``real_features`` (compare it with the
+    FD between two real sets of the same size) with its bootstrap spread,
+    the fraction of samples the classifier labels as requested, their
+    within-class variety, and the wall time of the sampling alone.
     """
     from .diffusion import ddim_sample, ddpm_sample
 
     if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    for name, value, least in (("n", n, 2), ("steps", steps, 1), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(
+            f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    for name, value, least in (("n", n, 2), ("steps", steps, 1),
+                               ("batch_size", batch_size, 1)):
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or value < least):
             why = " to estimate a covariance" if name == "n" else ""
             raise ValueError(
-                f"{name} must be a whole number of at least {least}{why}, got {value!r}")
+                f"{name} must be a whole number of at least {least}{why}, "
+                f"got {value!r}")
     _check_digit_model(model)
     labels = torch.arange(n) % 10
     gen = torch.Generator().manual_seed(seed)
@@ -255,21 +283,31 @@ def evaluate_sampler(model, schedule, classifier: DigitClassifier, real_features
     for y in labels.split(batch_size):
         start = time.perf_counter()
         if sampler == "ddpm":
-            out = ddpm_sample(model, schedule, (len(y), *image_shape), y=y, guidance_scale=guidance_scale,
+            out = ddpm_sample(model, schedule, (len(y), *image_shape), y=y,
+                              guidance_scale=guidance_scale,
                               generator=gen, progress=progress)
         else:
-            out = ddim_sample(model, schedule, (len(y), *image_shape), steps=steps, y=y,
-                              guidance_scale=guidance_scale, generator=gen, spacing=spacing,
-                              progress=progress)
+            out = ddim_sample(model, schedule, (len(y), *image_shape),
+                              steps=steps, eta=eta,
+                              y=y, guidance_scale=guidance_scale,
+                              generator=gen,
+                              spacing=spacing, progress=progress)
         x = out.x.cpu()
         seconds += time.perf_counter() - start
         samples.append(x)
-    feats, preds = classifier_features(classifier, torch.cat(samples), value_range=(-1, 1))
+    feats, preds = classifier_features(classifier, torch.cat(samples),
+                                       value_range=(-1, 1))
     ddpm = sampler == "ddpm"
-    return SamplerScore(sampler=sampler, steps=schedule.num_steps if ddpm else steps, n=n,
-                        guidance_scale=guidance_scale, fd=frechet_distance(feats, real_features),
-                        label_accuracy=float((preds == labels).float().mean()), seconds=seconds,
-                        fd_sd=frechet_distance_spread(feats, real_features),
-                        # Two digits of a class are needed to compare: n >= 20.
-                        variety=within_class_variety(feats, labels) if n >= 20 else None,
-                        spacing=None if ddpm else spacing)
+    return SamplerScore(
+        sampler=sampler, steps=schedule.num_steps if ddpm else steps, n=n,
+        guidance_scale=guidance_scale,
+        fd=frechet_distance(feats, real_features),
+        label_accuracy=float((preds == labels).float().mean()),
+        seconds=seconds,
+        fd_sd=frechet_distance_spread(feats, real_features),
+        # Two digits of a class are needed to compare: n >= 20.
+        variety=within_class_variety(feats, labels) if n >= 20 else None,
+        spacing=None if ddpm else spacing,
+        eta=None if ddpm else float(eta),
+        fd_sd_with_real=frechet_distance_spread(feats, real_features,
+                                                redraw_real=True))

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 __all__ = ["shipped_results", "fewest_steps_within", "markdown_table", "guidance_table",
-           "plot_sweep", "plot_guidance", "SHIPPED", "SHIPPED_GUIDANCE"]
+           "plot_sweep", "plot_guidance", "eta_of", "SHIPPED", "SHIPPED_GUIDANCE"]
 
 SHIPPED = Path(__file__).resolve().parent / "digits-ddpm-sweep.json"
 SHIPPED_GUIDANCE = Path(__file__).resolve().parent / "digits-ddpm-guidance.json"
@@ -61,20 +61,26 @@ def _default_spacing(row: dict, results: dict) -> bool:
     return row.get("spacing") in (None, results.get("meta", {}).get("spacing"))
 
 
+def eta_of(row: dict) -> float | None:
+    """DDIM's eta of a row (rows written before eta was swept are eta = 0); None for DDPM."""
+    return None if row["sampler"] == "ddpm" else float(row.get("eta") or 0.0)
+
+
 def _fd(row_or_meta: dict, key: str = "fd") -> str:
     sd = row_or_meta.get(f"{key}_sd")
     return f"{row_or_meta[key]:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
 
 
-def fewest_steps_within(results: dict, factor: float = 1.5) -> int | None:
-    """The smallest DDIM step count (at the sweep's main spacing) whose FD is at most ``factor``
-    times DDPM's; None if none is or there is no DDPM row."""
+def fewest_steps_within(results: dict, factor: float = 1.5, eta: float = 0.0) -> int | None:
+    """The smallest DDIM step count (at the sweep's main spacing and ``eta``) whose FD is at
+    most ``factor`` times DDPM's; None if none is or there is no DDPM row."""
     ddpm = [r for r in results["rows"] if r["sampler"] == "ddpm"]
     if not ddpm:
         return None
     limit = factor * ddpm[0]["fd"]
     ok = [r["steps"] for r in results["rows"]
-          if r["sampler"] == "ddim" and _default_spacing(r, results) and r["fd"] <= limit]
+          if r["sampler"] == "ddim" and _default_spacing(r, results) and eta_of(r) == eta
+          and r["fd"] <= limit]
     return min(ok) if ok else None
 
 
@@ -96,17 +102,19 @@ def markdown_table(results: dict, factor: float = 1.5) -> str:
     m = results["meta"]
     lines = [_header(results) + f" Guidance scale {m['guidance_scale']:g}.", ""]
     ddpm_fd = next((r["fd"] for r in results["rows"] if r["sampler"] == "ddpm"), None)
-    lines += ["| sampler | spacing | network calls | FD | FD / DDPM's | label accuracy | "
+    lines += ["| sampler | spacing | η | network calls | FD | FD / DDPM's | label accuracy | "
               "seconds per image |",
-              "|---|---|---:|---:|---:|---:|---:|",
-              f"| two sets of real digits (floor) | – | – | {_fd(m, 'real_floor_fd')} | – | – | – |"]
+              "|---|---|---:|---:|---:|---:|---:|---:|",
+              f"| two sets of real digits (floor) | – | – | – | {_fd(m, 'real_floor_fd')} | – | – "
+              f"| – |"]
     for r in results["rows"]:
         rel = f"{r['fd'] / ddpm_fd:.2f}" if ddpm_fd else "–"
         spacing = r.get("spacing") or ("–" if r["sampler"] == "ddpm" else m.get("spacing", "linspace"))
         name = r["sampler"].upper()
         if r.get("reused_from"):  # carried over from an earlier sweep: its time is that day's
             name += f" (sampled {r['reused_from']})"
-        lines.append(f"| {name} | {spacing} | {r['steps']:,} | {_fd(r)} | {rel} | "
+        eta = "–" if eta_of(r) is None else f"{eta_of(r):g}"
+        lines.append(f"| {name} | {spacing} | {eta} | {r['steps']:,} | {_fd(r)} | {rel} | "
                      f"{r['label_accuracy']:.3f} | {r['seconds'] / r['n']:.4f} |")
     best = fewest_steps_within(results, factor)
     lines.append("")
@@ -115,7 +123,8 @@ def markdown_table(results: dict, factor: float = 1.5) -> str:
     elif best is None:
         lines.append(f"No DDIM step count in this sweep keeps the FD within {factor:g}x of DDPM's.")
     else:
-        lines.append(f"**Fewest DDIM steps with an FD within {factor:g}x of 1000-step DDPM's: {best}.**")
+        lines.append(f"**Fewest DDIM steps (η = 0) with an FD within {factor:g}x of 1000-step "
+                     f"DDPM's: {best}.**")
     return "\n".join(lines) + "\n"
 
 
@@ -149,16 +158,18 @@ def plot_sweep(results: dict, ax=None, factor: float = 1.5):
     ddpm = next((r for r in results["rows"] if r["sampler"] == "ddpm"), None)
     if ax is None:
         ax = plt.figure(figsize=(6.4, 3.6)).gca()
-    spacings = [main] + sorted({r["spacing"] for r in results["rows"]
-                                if r.get("spacing") and r["spacing"] != main})
+    ddim = [r for r in results["rows"] if r["sampler"] == "ddim"]
+    lines = sorted({(r.get("spacing") or main, eta_of(r)) for r in ddim},
+                   key=lambda k: (k[0] != main, k[0], k[1]))
     all_steps = set()
-    for k, sp in enumerate(spacings):
-        rows = sorted((r for r in results["rows"] if r["sampler"] == "ddim"
-                       and (r.get("spacing") or main) == sp), key=lambda r: r["steps"])
+    for k, (sp, eta) in enumerate(lines):
+        rows = sorted((r for r in ddim if (r.get("spacing") or main, eta_of(r)) == (sp, eta)),
+                      key=lambda r: r["steps"])
         all_steps |= {r["steps"] for r in rows}
+        label = f"DDIM, {sp} spacing" + (f", η = {eta:g}" if eta else "")
         ax.errorbar([r["steps"] for r in rows], [r["fd"] for r in rows],
                     yerr=[r.get("fd_sd") or 0 for r in rows], fmt="o-" if k == 0 else "s--",
-                    capsize=3, color=f"C{0 if k == 0 else k + 1}", label=f"DDIM, {sp} spacing")
+                    capsize=3, color=f"C{0 if k == 0 else k + 1}", label=label)
     if ddpm is not None:
         ax.axhline(ddpm["fd"], color="C1", label=f"DDPM, {ddpm['steps']:,} steps")
         ax.axhspan(ddpm["fd"], factor * ddpm["fd"], color="C1", alpha=0.15,
