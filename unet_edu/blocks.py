@@ -88,24 +88,31 @@ def norm_factory(norm, dims: int = 2, groups: int = 8, where: str = "norm"):
 
 
 class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions, each followed by ReLU: the unit of the 2015 U-Net.
+    """Two 3x3 convolutions, each followed by ReLU: the unit of the 2015
+    U-Net.
 
-    ``padding="valid"`` is the paper's choice (each convolution trims one pixel per side, so a
-    block loses 4 pixels of height and width); ``"same"`` keeps the size.  ``norm`` adds a
-    normalisation after each convolution, as most modern re-implementations do: ``"batch"``,
-    or any factory ``channels -> layer`` from :func:`norm_factory`.  ``dims=3`` builds the same
-    block for volumes (3x3x3 convolutions).
+    ``padding="valid"`` is the paper's choice (each convolution trims one
+    pixel per side, so a block loses 4 pixels of height and width);
+    ``"same"`` keeps the size.  ``norm`` adds a normalisation after each
+    convolution, as most modern re-implementations do: ``"batch"``, or any
+    factory ``channels -> layer`` from :func:`norm_factory`.  ``dims=3``
+    builds the same block for volumes (3x3x3 convolutions).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", norm=None,
+    def __init__(self, in_channels: int, out_channels: int,
+                 padding: str = "same", norm=None,
                  dims: int = 2):
         pad = {"same": 1, "valid": 0}[padding]
         conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
-        make_norm = norm_factory(norm, dims) if norm is None or isinstance(norm, str) else norm
+        make_norm = (norm_factory(norm, dims)
+                     if norm is None or isinstance(norm, str) else norm)
         layers: list[nn.Module] = []
-        for i, o in ((in_channels, out_channels), (out_channels, out_channels)):
-            # A norm right after the convolution removes any constant: the bias would be wasted.
-            layers.append(conv(i, o, 3, padding=pad, bias=make_norm is None))
+        for i, o in ((in_channels, out_channels),
+                     (out_channels, out_channels)):
+            # A norm right after the convolution removes any constant: the
+            # bias would be wasted.
+            layers.append(conv(i, o, 3, padding=pad,
+                               bias=make_norm is None))
             if make_norm is not None:
                 layers.append(make_norm(o))
             layers.append(nn.ReLU(inplace=True))
@@ -144,16 +151,20 @@ class SinusoidalTimeEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Residual block of the diffusion U-Net, conditioned on an embedding (time, class).
+    """Residual block of the diffusion U-Net, conditioned on an embedding
+    (time, class).
 
-    ``h = conv1(SiLU(GN(x)))``; the embedding ``e`` gives a per-channel scale ``gamma`` and
-    shift ``beta``; ``h = conv2(dropout(SiLU(GN(h) * (1 + gamma) + beta)))``; output ``x' + h``
-    where ``x'`` is ``x`` itself or a 1x1 convolution when the channel count changes.
+    ``h = conv1(SiLU(GN(x)))``; the embedding ``e`` gives a per-channel
+    scale ``gamma`` and shift ``beta``;
+    ``h = conv2(dropout(SiLU(GN(h) * (1 + gamma) + beta)))``; output
+    ``x' + h`` where ``x'`` is ``x`` itself or a 1x1 convolution when the
+    channel count changes.
 
-    ``time_mode="add"`` replaces scale-shift by plain addition at the same place,
-    ``h = GN(h) + beta``, so that the two differ only in the gain.  (DDPM's own block adds the
-    embedding earlier, before the second GroupNorm, and zero-initialises ``conv2``.)  ``emb_dim=None`` builds a block without
-    conditioning (the ablation of chapter 4).
+    ``time_mode="add"`` replaces scale-shift by plain addition at the same
+    place, ``h = GN(h) + beta``, so that the two differ only in the gain.
+    (DDPM's own block adds the embedding earlier, before the second
+    GroupNorm, and zero-initialises ``conv2``.)  ``emb_dim=None`` builds a
+    block without conditioning (the ablation of chapter 4).
     """
 
     def __init__(
@@ -167,7 +178,9 @@ class ResBlock(nn.Module):
     ):
         super().__init__()
         if time_mode not in ("scale_shift", "add"):
-            raise ValueError(f"time_mode must be 'scale_shift' or 'add', got {time_mode!r}")
+            raise ValueError(
+                f"time_mode must be 'scale_shift' or 'add', "
+                f"got {time_mode!r}")
         self.time_mode = time_mode
         where = f"ResBlock({in_channels}->{out_channels})"
         self.norm1 = group_norm(in_channels, norm_groups, where)
@@ -178,10 +191,12 @@ class ResBlock(nn.Module):
         if emb_dim is None:
             self.emb_proj = None
         else:
-            n = 2 * out_channels if time_mode == "scale_shift" else out_channels
+            n = (2 * out_channels if time_mode == "scale_shift"
+                 else out_channels)
             self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, n))
         same = in_channels == out_channels
-        self.skip = nn.Identity() if same else nn.Conv2d(in_channels, out_channels, 1)
+        self.skip = (nn.Identity() if same
+                     else nn.Conv2d(in_channels, out_channels, 1))
 
     def scale_shift(self, emb: torch.Tensor
                     ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -238,74 +253,93 @@ def _check_heads(channels: int, heads: int, where: str) -> None:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the ``H*W`` spatial positions, with a residual.
+    """Multi-head self-attention over the ``H*W`` spatial positions, with a
+    residual.
 
-    Each pixel is a token with ``C`` features; every pixel attends to every other pixel, which
-    gives the network a global view in one layer at a cost of ``(H*W)^2`` — the reason diffusion
-    U-Nets use attention only at low resolution.  The tokens are laid out as ``(B, heads, H*W,
-    C/heads)`` before :func:`torch.nn.functional.scaled_dot_product_attention`, so the softmax
-    runs over positions, not channels (chapter 5 shows the bug where it does not).
+    Each pixel is a token with ``C`` features; every pixel attends to every
+    other pixel, which gives the network a global view in one layer at a
+    cost of ``(H*W)^2`` — the reason diffusion U-Nets use attention only at
+    low resolution.  The tokens are laid out as
+    ``(B, heads, H*W, C/heads)`` before
+    :func:`torch.nn.functional.scaled_dot_product_attention`, so the
+    softmax runs over positions, not channels (chapter 5 shows the bug
+    where it does not).
     """
 
-    def __init__(self, channels: int, num_heads: int = 4, norm_groups: int = 32):
+    def __init__(self, channels: int, num_heads: int = 4,
+                 norm_groups: int = 32):
         super().__init__()
         _check_heads(channels, num_heads, "SelfAttention")
         self.num_heads = num_heads
-        self.norm = group_norm(channels, norm_groups, f"SelfAttention({channels})")
+        self.norm = group_norm(channels, norm_groups,
+                               f"SelfAttention({channels})")
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
-        q, k, v = (_split_heads(z, self.num_heads) for z in self.qkv(tokens).chunk(3, dim=-1))
+        q, k, v = (_split_heads(z, self.num_heads)
+                   for z in self.qkv(tokens).chunk(3, dim=-1))
         out = _attend(q, k, v)  # (B, heads, H*W, C/heads)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.transpose(1, 2).view(b, c, h, w)
 
 
 class CrossAttention(nn.Module):
-    """Pixels (queries) attend to a context sequence (keys, values), with a residual.
+    """Pixels (queries) attend to a context sequence (keys, values), with a
+    residual.
 
-    This is how latent diffusion (Rombach et al., 2022) conditions on text: ``context`` is a
-    ``(B, N, context_dim)`` sequence, e.g. token embeddings; each pixel takes a weighted average
-    of the context vectors that are relevant to it.
+    This is how latent diffusion (Rombach et al., 2022) conditions on text:
+    ``context`` is a ``(B, N, context_dim)`` sequence, e.g. token
+    embeddings; each pixel takes a weighted average of the context vectors
+    that are relevant to it.
     """
 
-    def __init__(self, channels: int, context_dim: int, num_heads: int = 4, norm_groups: int = 32):
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 4,
+                 norm_groups: int = 32):
         super().__init__()
         _check_heads(channels, num_heads, "CrossAttention")
         self.num_heads = num_heads
         self.context_dim = context_dim
-        self.norm = group_norm(channels, norm_groups, f"CrossAttention({channels})")
+        self.norm = group_norm(channels, norm_groups,
+                               f"CrossAttention({channels})")
         self.to_q = nn.Linear(channels, channels)
         self.to_kv = nn.Linear(context_dim, 2 * channels)
         self.proj = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                context: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        if context.dim() != 3 or context.shape[0] != b or context.shape[2] != self.context_dim:
+        if (context.dim() != 3 or context.shape[0] != b
+                or context.shape[2] != self.context_dim):
             raise ValueError(
-                f"CrossAttention: context must have shape ({b}, N, {self.context_dim}), got "
+                f"CrossAttention: context must have shape "
+                f"({b}, N, {self.context_dim}), got "
                 f"{tuple(context.shape)}"
             )
-        q = _split_heads(self.to_q(self.norm(x).flatten(2).transpose(1, 2)), self.num_heads)
-        k, v = (_split_heads(z, self.num_heads) for z in self.to_kv(context).chunk(2, dim=-1))
+        q = _split_heads(self.to_q(self.norm(x).flatten(2).transpose(1, 2)),
+                         self.num_heads)
+        k, v = (_split_heads(z, self.num_heads)
+                for z in self.to_kv(context).chunk(2, dim=-1))
         out = _attend(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return x + out.transpose(1, 2).view(b, c, h, w)
 
 
 class AttentionGate(nn.Module):
-    """Additive attention gate on a skip connection (Attention U-Net, Oktay et al., 2018).
+    """Additive attention gate on a skip connection (Attention U-Net,
+    Oktay et al., 2018).
 
-    The decoder's coarser signal ``g`` decides, pixel by pixel, how much of the encoder's skip
-    ``x`` to let through: ``alpha = sigmoid(psi(ReLU(W_x x + W_g g)))`` and the output is
-    ``alpha * x``.  ``g`` is resized to ``x``'s grid first.  The last gate map is kept in
-    ``self.last_alpha`` so it can be drawn.
+    The decoder's coarser signal ``g`` decides, pixel by pixel, how much of
+    the encoder's skip ``x`` to let through:
+    ``alpha = sigmoid(psi(ReLU(W_x x + W_g g)))`` and the output is
+    ``alpha * x``.  ``g`` is resized to ``x``'s grid first.  The last gate
+    map is kept in ``self.last_alpha`` so it can be drawn.
     """
 
-    def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int | None = None):
+    def __init__(self, skip_channels: int, gate_channels: int,
+                 inter_channels: int | None = None):
         super().__init__()
         inter = inter_channels or max(1, skip_channels // 2)
         self.w_x = nn.Conv2d(skip_channels, inter, 1, bias=False)
@@ -315,7 +349,8 @@ class AttentionGate(nn.Module):
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if g.shape[-2:] != x.shape[-2:]:
-            g = F.interpolate(g, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            g = F.interpolate(g, size=x.shape[-2:], mode="bilinear",
+                              align_corners=False)
         alpha = torch.sigmoid(self.psi(F.relu(self.w_x(x) + self.w_g(g))))
         self.last_alpha = alpha.detach()
         return x * alpha
@@ -333,10 +368,11 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double height and width: nearest-neighbour upsampling, then a 3x3 convolution.
+    """Double height and width: nearest-neighbour upsampling, then a 3x3
+    convolution.
 
-    Nearest + conv avoids the checkerboard artefacts of transposed convolutions (Odena et al.,
-    2016) while keeping the layer learnable.
+    Nearest + conv avoids the checkerboard artefacts of transposed
+    convolutions (Odena et al., 2016) while keeping the layer learnable.
     """
 
     def __init__(self, channels: int):

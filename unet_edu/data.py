@@ -369,12 +369,15 @@ class DecoyData(NamedTuple):
 
 def cells_with_decoys(n: int, size: int = 48, seed: int = 0,
                       decoys: tuple[int, int] = (2, 4)) -> DecoyData:
-    """:func:`synthetic_cells` plus bright rectangles that the mask calls background.
+    """:func:`synthetic_cells` plus bright rectangles that the mask calls
+    background.
 
-    The decoys have the cells' brightness and texture, so brightness alone no longer finds
-    the cells: a network must use shape and context ("round, with a bright rim" against
-    "straight edges and corners").  Each image gets between ``decoys[0]`` and ``decoys[1]``
-    of them, kept two pixels clear of every cell.  The same ``seed`` gives the same images.
+    The decoys have the cells' brightness and texture, so brightness alone
+    no longer finds the cells: a network must use shape and context
+    ("round, with a bright rim" against "straight edges and corners").
+    Each image gets between ``decoys[0]`` and ``decoys[1]`` of them, kept
+    two pixels clear of every cell.  The same ``seed`` gives the same
+    images.
     """
     lo, hi = _count_range("decoys", decoys, 0, "(2, 4)")
     cells = synthetic_cells(n, size=size, seed=seed, cells=(3, 6))
@@ -383,17 +386,21 @@ def cells_with_decoys(n: int, size: int = 48, seed: int = 0,
     images = cells.images.numpy().copy()
     decoy_masks = np.zeros((n, size, size), dtype=bool)
     for k in range(n):
-        near_cell = ndimage.binary_dilation(cells.masks[k].numpy() > 0, iterations=2)
+        near_cell = ndimage.binary_dilation(cells.masks[k].numpy() > 0,
+                                            iterations=2)
         fill = np.zeros((size, size))
         for _ in range(rng.integers(lo, hi + 1)):
             h, w = rng.uniform(0.10, 0.22, 2) * size
             cy, cx = rng.uniform(0.1, 0.9, 2) * size
-            box = (abs(yy - cy) < h / 2) & (abs(xx - cx) < w / 2) & ~near_cell
+            box = ((abs(yy - cy) < h / 2) & (abs(xx - cx) < w / 2)
+                   & ~near_cell)
             fill = np.where(box, rng.uniform(0.45, 0.75), fill)
         body = fill > 0
         # the cells' look: a soft edge and the same fine-grained texture
-        texture = ndimage.gaussian_filter(rng.normal(0, 0.12, (size, size)), 1.5)
-        rendered = ndimage.gaussian_filter(np.where(body, fill, 0.12), 0.8) + texture
+        texture = ndimage.gaussian_filter(rng.normal(0, 0.12, (size, size)),
+                                          1.5)
+        rendered = ndimage.gaussian_filter(
+            np.where(body, fill, 0.12), 0.8) + texture
         images[k, 0] = np.clip(np.where(body, rendered, images[k, 0]), 0, 1)
         decoy_masks[k] = body
     return DecoyData(torch.from_numpy(images).float(), cells.masks,

@@ -246,30 +246,40 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise=N
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y=None, *, generator=None,
-                   p_uncond: float = 0.1, reduction: str = "mean") -> torch.Tensor:
-    """The DDPM training objective: MSE between the true and the predicted noise.
+def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor,
+                   y=None, *, generator=None,
+                   p_uncond: float = 0.1,
+                   reduction: str = "mean") -> torch.Tensor:
+    """The DDPM training objective: MSE between the true and the predicted
+    noise.
 
-    A timestep is drawn uniformly for each image.  For a class-conditional model (``y`` given),
-    each label is replaced by the null class with probability ``p_uncond``, so the same network
-    also learns the unconditional prediction that classifier-free guidance needs (Ho &
-    Salimans, 2022).  ``reduction="none"`` returns one loss per image (to plot loss against t).
+    A timestep is drawn uniformly for each image.  For a class-conditional
+    model (``y`` given), each label is replaced by the null class with
+    probability ``p_uncond``, so the same network also learns the
+    unconditional prediction that classifier-free guidance needs (Ho &
+    Salimans, 2022).  ``reduction="none"`` returns one loss per image (to
+    plot loss against t).
 
-    ``x0`` must be a non-empty float batch without NaN/inf (float16/float64 are cast to the
-    model's dtype); ``y`` integer labels; ``p_uncond`` in [0, 1]; the model must have been built
-    for ``schedule.num_steps`` timesteps.  Anything else is a ``ValueError`` naming the fix.
+    ``x0`` must be a non-empty float batch without NaN/inf
+    (float16/float64 are cast to the model's dtype); ``y`` integer labels;
+    ``p_uncond`` in [0, 1]; the model must have been built for
+    ``schedule.num_steps`` timesteps.  Anything else is a ``ValueError``
+    naming the fix.
     """
     _check_model_schedule(model, schedule, "diffusion_loss")
     if reduction not in ("mean", "none"):
-        raise ValueError(f"diffusion_loss: reduction must be 'mean' or 'none', got "
-                         f"{reduction!r}; for a sum use reduction='none' and .sum()")
+        raise ValueError(
+            f"diffusion_loss: reduction must be 'mean' or 'none', got "
+            f"{reduction!r}; for a sum use reduction='none' and .sum()")
     if not _is_real(p_uncond) or not 0 <= p_uncond <= 1:
-        raise ValueError(f"diffusion_loss: p_uncond is a probability and must lie in [0, 1], "
-                         f"got {p_uncond!r}; 0.1 is usual")
+        raise ValueError(
+            f"diffusion_loss: p_uncond is a probability and must lie in "
+            f"[0, 1], got {p_uncond!r}; 0.1 is usual")
     x0 = _check_images(x0, model, "diffusion_loss")
     if y is not None:
-        y = _check_labels(model, y, x0.shape[0], "diffusion_loss",
-                          "pass the labels that belong to the images").to(x0.device)
+        y = _check_labels(
+            model, y, x0.shape[0], "diffusion_loss",
+            "pass the labels that belong to the images").to(x0.device)
     b = x0.shape[0]
     t = torch.randint(0, schedule.num_steps, (b,), generator=generator)
     noise = _randn(None, like=x0, generator=generator)
@@ -277,8 +287,10 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, y=None, *, 
     if y is not None:
         num_classes = model.config["num_classes"]
         drop = torch.rand(b, generator=generator) < p_uncond
-        y = torch.where(drop.to(y.device), torch.full_like(y, num_classes), y)
-    eps = model(x_t, t.to(x0.device), y) if y is not None else model(x_t, t.to(x0.device))
+        y = torch.where(drop.to(y.device),
+                        torch.full_like(y, num_classes), y)
+    eps = (model(x_t, t.to(x0.device), y) if y is not None
+           else model(x_t, t.to(x0.device)))
     loss = F.mse_loss(eps, noise, reduction="none").flatten(1).mean(1)
     return loss.mean() if reduction == "mean" else loss
 
@@ -489,19 +501,23 @@ def _run_sampler(model, shape, timesteps, update, *, y, guidance_scale, context,
     return traj
 
 
-def ddpm_step(x_t, eps, a_bar: float, a_bar_prev: float, beta: float, noise=None,
-              clip_x0: bool = True):
-    """One step of ancestral sampling: ``(x_{t-1}, x0)`` from ``x_t`` and the predicted noise.
+def ddpm_step(x_t, eps, a_bar: float, a_bar_prev: float, beta: float,
+              noise=None, clip_x0: bool = True):
+    """One step of ancestral sampling: ``(x_{t-1}, x0)`` from ``x_t`` and
+    the predicted noise.
 
-    ``a_bar``, ``a_bar_prev`` and ``beta`` are ``alpha_bar_t``, ``alpha_bar_{t-1}`` (1 at the
-    first step) and ``beta_t`` as numbers; ``noise`` is standard normal noise shaped like
-    ``x_t``, or ``None`` at the last step (``t = 0``), which returns the posterior mean.
+    ``a_bar``, ``a_bar_prev`` and ``beta`` are ``alpha_bar_t``,
+    ``alpha_bar_{t-1}`` (1 at the first step) and ``beta_t`` as numbers;
+    ``noise`` is standard normal noise shaped like ``x_t``, or ``None`` at
+    the last step (``t = 0``), which returns the posterior mean.
     """
     # x0 from the predicted noise: Ho et al. (2020), eq. 15.
     x0 = (x_t - math.sqrt(1 - a_bar) * eps) / math.sqrt(a_bar)
     if clip_x0:
-        x0 = x0.clamp(-1, 1)  # the data lies in [-1, 1]; early estimates overshoot
-    # Mean and variance of the posterior q(x_{t-1} | x_t, x0): Ho et al. (2020), eq. 6-7.
+        # the data lies in [-1, 1]; early estimates overshoot
+        x0 = x0.clamp(-1, 1)
+    # Mean and variance of the posterior q(x_{t-1} | x_t, x0):
+    # Ho et al. (2020), eq. 6-7.
     mean = (math.sqrt(a_bar_prev) * beta / (1 - a_bar)) * x0 + (
         math.sqrt(1 - beta) * (1 - a_bar_prev) / (1 - a_bar)) * x_t
     if noise is None:
@@ -578,24 +594,32 @@ def ddim_timesteps(num_steps: int, steps: int, spacing: str = "trailing") -> lis
     return sorted(set(ts), reverse=True)
 
 
-def ddim_step(x_t, eps, a_bar: float, a_bar_prev: float, eta: float = 0.0, noise=None,
-              clip_x0: bool = True):
-    """One DDIM step from ``alpha_bar = a_bar`` to ``a_bar_prev``: returns ``(x_prev, x0)``.
+def ddim_step(x_t, eps, a_bar: float, a_bar_prev: float, eta: float = 0.0,
+              noise=None, clip_x0: bool = True):
+    """One DDIM step from ``alpha_bar = a_bar`` to ``a_bar_prev``: returns
+    ``(x_prev, x0)``.
 
-    ``a_bar_prev`` belongs to the next timestep of the (possibly skipping) schedule, 1 after
-    the last one.  ``eta = 0`` is deterministic; ``eta > 0`` needs ``noise`` shaped like ``x_t``.
+    ``a_bar_prev`` belongs to the next timestep of the (possibly skipping)
+    schedule, 1 after the last one.  ``eta = 0`` is deterministic;
+    ``eta > 0`` needs ``noise`` shaped like ``x_t``.
     """
     x0 = (x_t - math.sqrt(1 - a_bar) * eps) / math.sqrt(a_bar)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        eps = (x_t - math.sqrt(a_bar) * x0) / math.sqrt(1 - a_bar)  # keep eps consistent with x0
-    # Song et al. (2021), eq. 16: the noise level; eta = 1 gives DDPM's posterior variance.
-    sigma = eta * math.sqrt((1 - a_bar_prev) / (1 - a_bar) * (1 - a_bar / a_bar_prev))
-    # Song et al. (2021), eq. 12: predicted x0, the direction pointing to x_t, random noise.
-    x_prev = math.sqrt(a_bar_prev) * x0 + math.sqrt(max(1 - a_bar_prev - sigma**2, 0.0)) * eps
+        # keep eps consistent with x0
+        eps = (x_t - math.sqrt(a_bar) * x0) / math.sqrt(1 - a_bar)
+    # Song et al. (2021), eq. 16: the noise level; eta = 1 gives DDPM's
+    # posterior variance.
+    sigma = eta * math.sqrt((1 - a_bar_prev) / (1 - a_bar)
+                            * (1 - a_bar / a_bar_prev))
+    # Song et al. (2021), eq. 12: predicted x0, the direction pointing to
+    # x_t, random noise.
+    x_prev = (math.sqrt(a_bar_prev) * x0
+              + math.sqrt(max(1 - a_bar_prev - sigma**2, 0.0)) * eps)
     if sigma > 0:
         if noise is None:
-            raise ValueError(f"ddim_step with eta={eta} needs noise shaped like x_t")
+            raise ValueError(
+                f"ddim_step with eta={eta} needs noise shaped like x_t")
         x_prev = x_prev + sigma * noise
     return x_prev, x0
 

@@ -195,76 +195,102 @@ def separated_instances(pred, instances, threshold: float = 0.5) -> tuple[int, i
     return found, total
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over pixels of ``w(x) * CE(x)``; with ``weight=None`` the plain cross-entropy.
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           weight: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+    """Mean over pixels of ``w(x) * CE(x)``; with ``weight=None`` the plain
+    cross-entropy.
 
-    ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)`` class indices, ``weight`` ``(N, H, W)``.
+    ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)`` class indices,
+    ``weight`` ``(N, H, W)``.
     """
     ce = F.cross_entropy(logits, target.long(), reduction="none")
     if weight is None:
         return ce.mean()
     if weight.shape != ce.shape:
-        raise ValueError(f"weight must have the target's shape {tuple(ce.shape)}, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have the target's shape {tuple(ce.shape)}, "
+            f"got {tuple(weight.shape)}")
     return (weight * ce).mean()
 
 
 def elastic_field(height: int, width: int, grid: int = 3, sd: float = 10.0,
                   seed: int = 0) -> torch.Tensor:
-    """The smooth random displacement field of :func:`elastic_deform`, in pixels, ``(2, H, W)``.
+    """The smooth random displacement field of :func:`elastic_deform`, in
+    pixels, ``(2, H, W)``.
 
-    Ronneberger et al. (2015, section 3.1): random displacement vectors on a coarse ``grid`` x
-    ``grid`` lattice spanning the image, each component drawn from a Gaussian with standard
-    deviation ``sd`` pixels, and per-pixel displacements by bicubic interpolation between them.
+    Ronneberger et al. (2015, section 3.1): random displacement vectors on
+    a coarse ``grid`` x ``grid`` lattice spanning the image, each component
+    drawn from a Gaussian with standard deviation ``sd`` pixels, and
+    per-pixel displacements by bicubic interpolation between them.
     Channel 0 is the horizontal component, channel 1 the vertical one.
     """
     _whole("grid", grid, 2)
-    if not isinstance(sd, (int, float)) or isinstance(sd, bool) or not math.isfinite(sd) or sd < 0:
-        raise ValueError(f"sd must be a displacement in pixels >= 0, got {sd!r}; the paper uses 10")
+    if (not isinstance(sd, (int, float)) or isinstance(sd, bool)
+            or not math.isfinite(sd) or sd < 0):
+        raise ValueError(
+            f"sd must be a displacement in pixels >= 0, got {sd!r}; "
+            f"the paper uses 10")
     gen = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, 2, grid, grid, generator=gen, dtype=torch.float64) * sd
-    # align_corners: the lattice's outer vectors sit on the image's corner pixels.
-    return F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[0].float()
+    coarse = torch.randn(1, 2, grid, grid, generator=gen,
+                         dtype=torch.float64) * sd
+    # align_corners: the lattice's outer vectors sit on the image's corner
+    # pixels.
+    return F.interpolate(coarse, size=(height, width), mode="bicubic",
+                         align_corners=True)[0].float()
 
 
-def elastic_deform(image: torch.Tensor, labels: torch.Tensor | None, grid: int = 3,
-                   sd: float = 10.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Warp ``image`` ``(C, H, W)`` and its label image ``labels`` ``(H, W)`` with one field.
+def elastic_deform(image: torch.Tensor, labels: torch.Tensor | None,
+                   grid: int = 3, sd: float = 10.0, seed: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Warp ``image`` ``(C, H, W)`` and its label image ``labels``
+    ``(H, W)`` with one field.
 
-    The field is :func:`elastic_field` (the 2015 paper's recipe: a 3 x 3 lattice of random
-    displacements with a standard deviation of 10 pixels, interpolated bicubically).  Both go
-    through torchvision's ``elastic`` with that one field: the image is resampled bilinearly,
-    the labels (as a ``tv_tensors.Mask``) with nearest neighbours, so cell ids stay integers.
-    ``labels=None`` warps the image alone (e.g. a grid, to draw the field).  ``seed`` makes it
-    repeatable.
+    The field is :func:`elastic_field` (the 2015 paper's recipe: a 3 x 3
+    lattice of random displacements with a standard deviation of 10
+    pixels, interpolated bicubically).  Both go through torchvision's
+    ``elastic`` with that one field: the image is resampled bilinearly,
+    the labels (as a ``tv_tensors.Mask``) with nearest neighbours, so cell
+    ids stay integers.  ``labels=None`` warps the image alone (e.g. a
+    grid, to draw the field).  ``seed`` makes it repeatable.
     """
     from torchvision import tv_tensors
     from torchvision.transforms.v2 import functional as TF
 
     h, w = image.shape[-2:]
     field = elastic_field(h, w, grid, sd, seed)
-    # torchvision wants (1, H, W, 2) in normalised coordinates, where the image spans 2 units.
+    # torchvision wants (1, H, W, 2) in normalised coordinates, where the
+    # image spans 2 units.
     # Output pixel p samples the input at p + displacement.
-    displacement = (field * torch.tensor([2 / w, 2 / h]).view(2, 1, 1)).permute(1, 2, 0)[None]
-    img = TF.elastic(tv_tensors.Image(image), displacement).as_subclass(torch.Tensor)
+    displacement = (field * torch.tensor([2 / w, 2 / h]).view(2, 1, 1)
+                    ).permute(1, 2, 0)[None]
+    img = TF.elastic(tv_tensors.Image(image),
+                     displacement).as_subclass(torch.Tensor)
     if labels is None:
         return img, None
-    lab = TF.elastic(tv_tensors.Mask(labels[None]), displacement).as_subclass(torch.Tensor)[0]
+    lab = TF.elastic(tv_tensors.Mask(labels[None]),
+                     displacement).as_subclass(torch.Tensor)[0]
     return img, lab
 
 
-def training_tiles(images: torch.Tensor, instances: torch.Tensor, out: int, margin: int,
+def training_tiles(images: torch.Tensor, instances: torch.Tensor,
+                   out: int, margin: int,
                    per_image: int = 12, deform: bool = True, seed: int = 0
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random training tiles in the paper's layout: an input window and its central labels.
+    """Random training tiles in the paper's layout: an input window and its
+    central labels.
 
-    ``images`` ``(N, C, H, W)`` and their instance labels ``(N, H, W)`` (0 is background).
-    With ``deform=True`` every image also gets one :func:`elastic_deform` copy (seed = its
-    index), and the weight map is recomputed from the *deformed* labels, since the gaps
-    between cells move with them.  From each image ``per_image`` output tiles of side ``out``
-    are drawn at random; each comes with ``margin`` pixels of context per side (mirrored at
-    the image border, as in the paper), so the inputs are ``out + 2 margin`` wide.
+    ``images`` ``(N, C, H, W)`` and their instance labels ``(N, H, W)``
+    (0 is background).  With ``deform=True`` every image also gets one
+    :func:`elastic_deform` copy (seed = its index), and the weight map is
+    recomputed from the *deformed* labels, since the gaps between cells
+    move with them.  From each image ``per_image`` output tiles of side
+    ``out`` are drawn at random; each comes with ``margin`` pixels of
+    context per side (mirrored at the image border, as in the paper), so
+    the inputs are ``out + 2 margin`` wide.
 
-    Returns ``(tiles (M, C, out+2m, out+2m), masks (M, out, out) long, weights (M, out, out))``.
+    Returns ``(tiles (M, C, out+2m, out+2m), masks (M, out, out) long,
+    weights (M, out, out))``.
     """
     import numpy as np
 
@@ -273,13 +299,17 @@ def training_tiles(images: torch.Tensor, instances: torch.Tensor, out: int, marg
     _whole("out", out, 1)
     _whole("margin", margin, 0)
     _whole("per_image", per_image, 1)
-    if images.dim() != 4 or instances.shape != (images.shape[0], *images.shape[-2:]):
-        raise ValueError(f"images must be (N, C, H, W) and instances (N, H, W) of the same N, H, "
-                         f"W; got {tuple(images.shape)} and {tuple(instances.shape)}")
+    if (images.dim() != 4
+            or instances.shape != (images.shape[0], *images.shape[-2:])):
+        raise ValueError(
+            f"images must be (N, C, H, W) and instances (N, H, W) of the "
+            f"same N, H, W; got {tuple(images.shape)} and "
+            f"{tuple(instances.shape)}")
     h, w = images.shape[-2:]
     if out > min(h, w):
-        raise ValueError(f"an output tile of {out} does not fit in {h} x {w} images; use "
-                         f"out <= {min(h, w)}")
+        raise ValueError(
+            f"an output tile of {out} does not fit in {h} x {w} images; "
+            f"use out <= {min(h, w)}")
     imgs, labs = [images], [instances]
     if deform:
         for i in range(len(images)):
@@ -293,7 +323,8 @@ def training_tiles(images: torch.Tensor, instances: torch.Tensor, out: int, marg
     side = out + 2 * margin
     tiles, masks, tile_weights = [], [], []
     for i in range(len(imgs)):
-        for r, c in rng.integers(0, [h - out + 1, w - out + 1], size=(per_image, 2)):
+        for r, c in rng.integers(0, [h - out + 1, w - out + 1],
+                                 size=(per_image, 2)):
             tiles.append(padded[i, :, r:r + side, c:c + side])
             masks.append((labs[i, r:r + out, c:c + out] > 0).long())
             tile_weights.append(weights[i, r:r + out, c:c + out])
@@ -337,41 +368,54 @@ def tile_margin(model, tile: int) -> int:
 
 
 @torch.no_grad()
-def overlap_tile_predict(model, image: torch.Tensor, tile: int, overlap: bool = True) -> torch.Tensor:
-    """Predict ``image`` ``(N, C, H, W)`` tile by tile and stitch the outputs.
+def overlap_tile_predict(model, image: torch.Tensor, tile: int,
+                         overlap: bool = True) -> torch.Tensor:
+    """Predict ``image`` ``(N, C, H, W)`` tile by tile and stitch the
+    outputs.
 
-    The output is cut into ``tile x tile`` tiles (the image is mirror-padded up to a multiple of
-    ``tile`` and cropped back).  With ``overlap=True`` each tile is predicted from the tile plus
-    :func:`tile_margin` pixels of real context taken from the (mirror-padded) whole image, so the
-    input windows of neighbouring tiles overlap and the result has no seams.  With
-    ``overlap=False`` each tile is predicted alone, padded with a mirror of *itself*: what the
-    network sees at the tile's edge is not the neighbouring image, and seams appear.
+    The output is cut into ``tile x tile`` tiles (the image is
+    mirror-padded up to a multiple of ``tile`` and cropped back).  With
+    ``overlap=True`` each tile is predicted from the tile plus
+    :func:`tile_margin` pixels of real context taken from the
+    (mirror-padded) whole image, so the input windows of neighbouring
+    tiles overlap and the result has no seams.  With ``overlap=False``
+    each tile is predicted alone, padded with a mirror of *itself*: what
+    the network sees at the tile's edge is not the neighbouring image, and
+    seams appear.
     """
     _whole("tile", tile, 1)
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        hint = "; add the batch axis with image[None]" if getattr(image, "ndim", 0) == 3 else ""
-        raise ValueError(f"overlap_tile_predict needs an image batch (N, C, H, W), got "
-                         f"{shape}{hint}")
+        shape = (tuple(image.shape) if isinstance(image, torch.Tensor)
+                 else type(image).__name__)
+        hint = ("; add the batch axis with image[None]"
+                if getattr(image, "ndim", 0) == 3 else "")
+        raise ValueError(
+            f"overlap_tile_predict needs an image batch (N, C, H, W), got "
+            f"{shape}{hint}")
     if not image.is_floating_point():
-        raise ValueError(f"overlap_tile_predict needs floating-point pixels, got {image.dtype}; "
-                         f"normalise a microscope image first, e.g. "
-                         f"unet_edu.data.normalize_percentiles(raw)[None, None], or use "
-                         f"image.float() / 255 for 8-bit images")
+        raise ValueError(
+            f"overlap_tile_predict needs floating-point pixels, got "
+            f"{image.dtype}; normalise a microscope image first, e.g. "
+            f"unet_edu.data.normalize_percentiles(raw)[None, None], or "
+            f"use image.float() / 255 for 8-bit images")
     n, c, h, w = image.shape
     if tile > min(h, w):
-        raise ValueError(f"a tile of {tile} is larger than the {h} x {w} image; use a tile of "
-                         f"at most {min(h, w)} pixels, or predict the image in one pass: "
-                         f"model(mirror_pad(image, tile_margin(model, size)))")
+        raise ValueError(
+            f"a tile of {tile} is larger than the {h} x {w} image; use a "
+            f"tile of at most {min(h, w)} pixels, or predict the image in "
+            f"one pass: "
+            f"model(mirror_pad(image, tile_margin(model, size)))")
     m = tile_margin(model, tile)
     H, W = -(-h // tile) * tile, -(-w // tile) * tile
-    base = F.pad(image, (0, W - w, 0, H - h), mode="reflect") if (H, W) != (h, w) else image
+    base = (F.pad(image, (0, W - w, 0, H - h), mode="reflect")
+            if (H, W) != (h, w) else image)
     full = mirror_pad(base, m)
     out = None
     for top in range(0, H, tile):
         for left in range(0, W, tile):
             if overlap:
-                window = full[..., top : top + tile + 2 * m, left : left + tile + 2 * m]
+                window = full[..., top : top + tile + 2 * m,
+                              left : left + tile + 2 * m]
             else:
                 own = base[..., top : top + tile, left : left + tile]
                 window = mirror_pad(own, m)

@@ -63,13 +63,16 @@ def attention_weights(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_self_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
-    """What ``layer(x)`` must be, computed pixel by pixel (slow and plain, on purpose)."""
+def reference_self_attention(layer: SelfAttention,
+                             x: torch.Tensor) -> torch.Tensor:
+    """What ``layer(x)`` must be, computed pixel by pixel (slow and plain,
+    on purpose)."""
     b, c, h, w = x.shape
     q, k, v, d = _qkv_per_head(layer, x)
     out = torch.zeros_like(q)
     for i in range(h * w):  # one query pixel at a time
-        scores = (q[:, :, i:i + 1, :] * k).sum(-1) / math.sqrt(d)  # (B, heads, HW): pixel i vs every pixel
+        # (B, heads, HW): pixel i vs every pixel
+        scores = (q[:, :, i:i + 1, :] * k).sum(-1) / math.sqrt(d)
         weights = torch.softmax(scores, dim=-1)
         out[:, :, i, :] = (weights.unsqueeze(-1) * v).sum(2)
     merged = out.permute(0, 2, 1, 3).reshape(b, h * w, c)

@@ -57,11 +57,13 @@ def count_flops(model, *args, **kwargs) -> int:
 
 
 def activation_bytes(model, *args, **kwargs) -> int:
-    """Bytes of the activations autograd keeps for backward during ``model(*args, **kwargs)``.
+    """Bytes of the activations autograd keeps for backward during
+    ``model(*args, **kwargs)``.
 
     Every tensor saved for the backward pass is recorded through
-    :func:`torch.autograd.graph.saved_tensors_hooks`; tensors sharing one storage are counted
-    once, and the model's own parameters are left out.  Runs on real (not meta) tensors.
+    :func:`torch.autograd.graph.saved_tensors_hooks`; tensors sharing one
+    storage are counted once, and the model's own parameters are left out.
+    Runs on real (not meta) tensors.
     """
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}

@@ -31,35 +31,46 @@ __all__ = ["AttentionUNet", "UNetPlusPlus", "UNet3D"]
 
 # ----------------------------------------------------------------------------------------------
 class AttentionUNet(RecordsConfig, UNetSkeleton):
-    """The U-Net of :class:`~unet_edu.models.UNet2015` (same padding) with gated skips.
+    """The U-Net of :class:`~unet_edu.models.UNet2015` (same padding) with
+    gated skips.
 
-    Before the decoder at level ``i`` joins the encoder map ``skip_i``, a gate computes
-    ``alpha_i = sigmoid(psi(ReLU(W_x skip_i + W_g g)))`` from ``skip_i`` and the coarser decoder
-    map ``g`` (the one about to be upsampled), and only ``alpha_i * skip_i`` is concatenated.
-    ``gates=False`` builds the same network without gates (an ungated U-Net).
-    :meth:`gate_maps` returns the last ``alpha`` of every level, top level first.
+    Before the decoder at level ``i`` joins the encoder map ``skip_i``, a
+    gate computes ``alpha_i = sigmoid(psi(ReLU(W_x skip_i + W_g g)))``
+    from ``skip_i`` and the coarser decoder map ``g`` (the one about to be
+    upsampled), and only ``alpha_i * skip_i`` is concatenated.
+    ``gates=False`` builds the same network without gates (an ungated
+    U-Net).
+    :meth:`gate_maps` returns the last ``alpha`` of every level, top level
+    first.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, features=(64, 128, 256, 512),
+    def __init__(self, in_channels: int = 1, out_channels: int = 2,
+                 features=(64, 128, 256, 512),
                  norm=None, norm_groups: int = 8, gates: bool = True):
         features = check_features(features, "AttentionUNet")
         norm = norm_factory(norm, 2, norm_groups, "AttentionUNet")
         gate = AttentionGate if gates else (lambda c, c_low: nn.Identity())
-        super().__init__(in_channels, out_channels, features, norm=norm, gate=gate)
+        super().__init__(in_channels, out_channels, features, norm=norm,
+                         gate=gate)
 
     def join(self, level, skip, up, coarse):
-        """The one change to the U: the coarser decoder map gates the skip before concatenation."""
+        """The one change to the U: the coarser decoder map gates the skip
+        before concatenation."""
         if self.config["gates"]:
             skip = self.gates[self.levels - 2 - level](skip, coarse)
         return torch.cat([skip, up], dim=1)
 
     def gate_maps(self) -> list[torch.Tensor]:
-        """The gate maps ``alpha`` ``(B, 1, H_i, W_i)`` of the last forward pass, top first."""
+        """The gate maps ``alpha`` ``(B, 1, H_i, W_i)`` of the last forward
+        pass, top first."""
         if not self.config["gates"]:
-            raise ValueError("this AttentionUNet was built with gates=False: it has no gate maps")
+            raise ValueError(
+                "this AttentionUNet was built with gates=False: "
+                "it has no gate maps")
         maps = [g.last_alpha for g in self.gates]
         if any(m is None for m in maps):
-            raise ValueError("no gate maps yet: run the model on an input first")
+            raise ValueError(
+                "no gate maps yet: run the model on an input first")
         return maps[::-1]
 
 
@@ -135,14 +146,18 @@ class UNetPlusPlus(RecordsConfig, nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 class UNet3D(RecordsConfig, UNetSkeleton):
-    """The U-Net for volumes: every 2-D layer of the U becomes its 3-D counterpart.
+    """The U-Net for volumes: every 2-D layer of the U becomes its 3-D
+    counterpart.
 
-    Input ``(B, C, D, H, W)``; each of ``len(features) - 1`` 2x2x2 max-pools halves depth,
-    height and width, so all three must be divisible by ``2 ** (len(features) - 1)``.
+    Input ``(B, C, D, H, W)``; each of ``len(features) - 1`` 2x2x2
+    max-pools halves depth, height and width, so all three must be
+    divisible by ``2 ** (len(features) - 1)``.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, features=(32, 64, 128, 256),
+    def __init__(self, in_channels: int = 1, out_channels: int = 2,
+                 features=(32, 64, 128, 256),
                  norm=None, norm_groups: int = 8):
         features = check_features(features, "UNet3D")
         norm = norm_factory(norm, 3, norm_groups, "UNet3D")
-        super().__init__(in_channels, out_channels, features, dims=3, norm=norm)
+        super().__init__(in_channels, out_channels, features, dims=3,
+                         norm=norm)
