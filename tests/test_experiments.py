@@ -114,10 +114,13 @@ def test_the_command_trains_saves_and_reports(tmp_path, monkeypatch, capsys):
 
 def test_every_shipped_experiment_is_complete_and_converged():
     # The chapters load these by default: every run must be there, load, and have converged
-    # (its training loss fell by less than 5% over the last fifth of the run).
+    # (its training loss fell by less than 5% over the last fifth of the run), except the runs
+    # an experiment declares unconverged, which must be exactly those that fail the test.
     for exp in ex.EXPERIMENTS.values():
         runs = ex.load_runs(exp, device="cpu")
         assert len(runs) == len(exp.variants) * len(exp.seeds)
         for run in runs.values():
             assert run.record["steps"] == exp.steps and len(run.history.losses) == exp.steps
-            assert ex.converged(run.history)[0], (exp.name, run.variant, run.seed)
+            declared = (run.variant, run.seed) in exp.unconverged
+            assert ex.converged(run.history)[0] != declared, (exp.name, run.variant, run.seed)
+        assert set(exp.unconverged) <= set(runs), exp.name

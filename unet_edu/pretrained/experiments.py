@@ -44,7 +44,10 @@ class Experiment:
     giving each variant its own (when the loss *is* what the variants compare, e.g. weighted
     against plain cross-entropy).  ``steps``, ``batch_size`` and ``lr`` are the publication
     budget; ``lr_drop_at`` divides the learning rate by 10 from that fraction of the run on
-    (see :func:`unet_edu.train.fit`).
+    (see :func:`unet_edu.train.fit`).  ``unconverged`` lists the ``(variant, seed)`` runs that
+    did not pass :func:`converged` at the budget: they ship (they are the record), the chapter
+    says so and compares without them, and the tests check that the list is exactly the runs
+    that fail the test, so it cannot go stale.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Experiment:
     note: str = ""
     lr_drop_at: float | None = None
     data_source: str = ""
+    unconverged: tuple = ()
 
     def __post_init__(self):
         for v in self.variants:
@@ -683,6 +687,8 @@ EXPERIMENTS = {
             loss={"elastic": nuclei_loss("top-left", deform=True, weighted=True),
                   "rigid": nuclei_loss("top-left", deform=False, weighted=True)},
             steps=4000, batch_size=32, lr=3e-3, lr_drop_at=0.75, seeds=(0, 1, 2, 3, 4),
+            # its loss still fell 9.2% over the last fifth (the learning-rate drop settling)
+            unconverged=(("rigid", 4),),
             note="chapter 2 on real nuclei: chapter 2's U-Net trained on a quarter of the "
                  "image with the weight map, with elastic deformation (plus flips and quarter "
                  "turns) or with flips and quarter turns only; tested on the bottom half"),
