@@ -528,7 +528,8 @@ def test_the_shipped_models_are_small_and_their_records_complete():
         side = path.with_name(path.name + ".json")
         total += path.stat().st_size + side.stat().st_size
         record = json.loads(side.read_text())
-        assert len(record["history"]["losses"]) <= 2000
+        # the readable copy summarises the history; the weights file holds it in full
+        assert record["history"]["recorded_steps"] <= 2000
         assert record["extra"]["converged"], f"{name} did not converge"
     from unet_edu.latent_diffusion import STUDIES_FILE, shipped_studies
 

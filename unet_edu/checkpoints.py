@@ -4,7 +4,9 @@ Checkpoints are ``.safetensors`` files — tensors only, nothing is unpickled on
 model's class name, its ``config``, the step and the loss history (a :class:`History`) as JSON
 in the file's metadata, plus a copy of that JSON next to it for people to read
 (``<file name>.json``, e.g. ``run.safetensors.json``, so no two checkpoints share one).  The
-weights file is the authority: it carries its own metadata, the JSON copy is only for reading.
+weights file is the authority: it carries its own metadata, the JSON copy is only for reading,
+and it summarises the loss history (:func:`history_summary`) instead of repeating thousands of
+numbers: the history is stored once, in the weights file (:func:`read_checkpoint_info`).
 :func:`unet_edu.train.fit` saves and resumes its runs with these functions.
 
 What protects a checkpoint:
@@ -50,7 +52,7 @@ from .models import MODELS
 from .models.config import check_config
 
 __all__ = ["History", "CheckpointInfo", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint_info", "sidecar_path"]
+           "read_checkpoint_info", "sidecar_path", "history_summary", "readable_record"]
 
 FORMAT = "unet_edu-checkpoint-1"
 
@@ -74,6 +76,24 @@ class History:
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "losses": self.losses}
+
+
+def history_summary(history: dict) -> dict:
+    """What the readable JSON copy of a checkpoint says about its loss history (a
+    :meth:`History.to_dict`): how many steps, the first and the last, and the mean loss over
+    the first and the last 100.  The full history is stored once, in the weights file."""
+    losses = history.get("losses", [])
+    k = min(100, len(losses))
+
+    def mean(values):
+        return sum(values) / len(values) if values else None
+
+    return {"recorded_steps": len(losses),
+            "first_step": history["steps"][0] if history.get("steps") else None,
+            "last_step": history["steps"][-1] if history.get("steps") else None,
+            "mean_loss_first_100": mean(losses[:k]), "mean_loss_last_100": mean(losses[-k:]),
+            "full_history": "in the weights file's metadata: "
+                            "unet_edu.train.read_checkpoint_info(path).history"}
 
 
 @dataclass
@@ -164,13 +184,17 @@ def save_checkpoint(path, model, *, optimizer=None, generator=None, step: int = 
         raise ValueError(f"save_checkpoint: the metadata of {path} cannot be written as JSON "
                          f"({err}); extra= and the model's config must hold numbers, strings, "
                          f"lists and dicts only") from err
-    # The sidecar is for reading: indented, but with the (long) loss history on one line each.
-    readable = json.dumps({**meta, "history": "HISTORY"}, indent=1).replace(
-        '"HISTORY"', json.dumps(meta["history"]), 1)
+    readable = readable_record(meta)
     size = sum(t.numel() * t.element_size() for t in tensors.values()) + 2 * len(text) + 4096
     _write_pair(path, lambda tmp: save_file(tensors, str(tmp), metadata={"unet_edu": text}),
                 readable, size)
     return path
+
+
+def readable_record(meta: dict) -> str:
+    """The readable JSON copy of a checkpoint's metadata ``meta``: indented, with the loss
+    history summarised (:func:`history_summary`), so the history is not stored twice."""
+    return json.dumps({**meta, "history": history_summary(meta.get("history", {}))}, indent=1)
 
 
 # --------------------------------------------------------------------------------------------

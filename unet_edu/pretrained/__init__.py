@@ -23,8 +23,9 @@ chapters' experiments (several seeds of each compared network), and
 :mod:`unet_edu.pretrained.snapshots` samples from points of its training.
 
 Everything is read from files inside the package: no network is needed.  The readable copy
-next to the weights (``<name>.safetensors.json``) records the configuration, the loss history
-and how the model was trained (steps, wall time, final loss, data).
+next to the weights (``<name>.safetensors.json``) records the configuration, a summary of the
+loss history (the full history is in the weights file) and how the model was trained (steps,
+wall time, final loss, data).
 
 **Checksums.**  Every shipped file (any ``.safetensors`` or ``.json`` file in this folder and its
 subfolders: weights, their readable copies, stored sweeps, experiment runs) is listed with its
