@@ -90,7 +90,16 @@ def test_sweep_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch):
     # Only DDIM's settings change: the DDPM row is carried over, not sampled again.
     again = sampler_sweep.run_sweep(n=20, ddim_steps=(3,), reuse_ddpm=path, model=model,
                                     schedule=schedule, classifier=clf, progress=False)
-    assert again["rows"][0] == dict(res["rows"][0], reused_from=res["meta"]["date"])
+    assert again["rows"][0] == dict(res["rows"][0], reused_from=res["meta"]["date"],
+                                    sampled_on_cpu=res["meta"]["machine"]["cpu"])
+    # Reused again, it keeps the day it was sampled; on another processor the table says so.
+    path.write_text(json.dumps(dict(again, meta=dict(again["meta"], date="2099-01-01"))))
+    third = sampler_sweep.run_sweep(n=20, ddim_steps=(3,), reuse_ddpm=path, model=model,
+                                    schedule=schedule, classifier=clf, progress=False)
+    assert third["rows"][0]["reused_from"] == res["meta"]["date"]
+    third["rows"][0]["sampled_on_cpu"] = "Another CPU"
+    assert f"DDPM (sampled {res['meta']['date']} on Another CPU)" in sweep.markdown_table(third)
+    path.write_text(json.dumps(res))
     with pytest.raises(ValueError, match="run without --reuse-ddpm"):
         sampler_sweep.run_sweep(n=19, ddim_steps=(3,), reuse_ddpm=path, model=model,
                                 schedule=schedule, classifier=clf, progress=False)
@@ -164,6 +173,8 @@ def test_eta_rows_are_swept_and_the_rest_reused(tiny, tmp_path):
     assert noisy["fd_sd_with_real"] > noisy["fd_sd"] > 0  # the real set's luck adds spread
     table = sweep.markdown_table(more)
     assert "| DDIM | trailing | 0 | 2 |" in table and "| DDIM | trailing | 1 | 3 |" in table
+    assert "sd, real redrawn" in table
+    assert f" | {noisy['fd_sd_with_real']:.2f} | " in table
     # Only eta = 0 rows answer "how few steps" (no DDPM row here, so there is no answer).
     assert sweep.fewest_steps_within(more) is None
     rows = [dict(sampler="ddpm", steps=20, fd=1.0, guidance_scale=2.0),

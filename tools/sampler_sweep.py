@@ -74,7 +74,8 @@ def _reusable_rows(path, meta: dict) -> dict:
             and m.get("model") == meta.get("model")):
         raise ValueError(f"{path} was sampled with another model, n or seed; run without "
                          f"--reuse to measure every row")
-    return {_row_key(r): dict(r, sampled_on=r.get("sampled_on", r.get("reused_from", m["date"])))
+    return {_row_key(r): dict(r, sampled_on=r.get("sampled_on", r.get("reused_from", m["date"])),
+                              sampled_on_cpu=r.get("sampled_on_cpu", m["machine"]["cpu"]))
             for r in old["rows"]}
 
 
@@ -93,7 +94,9 @@ def _reusable_ddpm_row(path, meta: dict, guidance: float) -> dict | None:
     if not (same and rows):
         raise ValueError(f"{path} has no DDPM row for the same model, n, seed and guidance "
                          f"scale {guidance:g}; run without --reuse-ddpm to measure it")
-    return dict(rows[0], reused_from=m["date"])
+    # A row reused before keeps the day and the processor it was really sampled on.
+    return dict(rows[0], reused_from=rows[0].get("reused_from", m["date"]),
+                sampled_on_cpu=rows[0].get("sampled_on_cpu", m["machine"]["cpu"]))
 
 
 def run_sweep(n: int = 500, ddim_steps=(5, 10, 20, 50, 100), ddpm: bool = True,

@@ -92,6 +92,9 @@ def _header(results: dict) -> str:
         line += f" Model: shipped `digits-ddpm` ({m['model']['training_steps']:,} training steps)."
     if any(r.get("fd_sd") is not None for r in results["rows"]):
         line += (" FD ± its bootstrap standard deviation (200 redraws of the generated set).")
+    if any(r.get("fd_sd_with_real") is not None for r in results["rows"]):
+        line += (" \"sd, real redrawn\": the same with the real digits redrawn too, the spread "
+                 "of an FD on its own.")
     return line
 
 
@@ -102,19 +105,25 @@ def markdown_table(results: dict, factor: float = 1.5) -> str:
     m = results["meta"]
     lines = [_header(results) + f" Guidance scale {m['guidance_scale']:g}.", ""]
     ddpm_fd = next((r["fd"] for r in results["rows"] if r["sampler"] == "ddpm"), None)
-    lines += ["| sampler | spacing | η | network calls | FD | FD / DDPM's | label accuracy | "
-              "seconds per image |",
-              "|---|---|---:|---:|---:|---:|---:|---:|",
-              f"| two sets of real digits (floor) | – | – | – | {_fd(m, 'real_floor_fd')} | – | – "
-              f"| – |"]
+    with_real = any(r.get("fd_sd_with_real") is not None for r in results["rows"])
+    lines += ["| sampler | spacing | η | network calls | FD | "
+              + ("sd, real redrawn | " if with_real else "")
+              + "FD / DDPM's | label accuracy | seconds per image |",
+              "|---|---|---:|---:|---:|" + ("---:|" if with_real else "") + "---:|---:|---:|",
+              f"| two sets of real digits (floor) | – | – | – | {_fd(m, 'real_floor_fd')} | "
+              + ("– | " if with_real else "") + "– | – | – |"]
     for r in results["rows"]:
         rel = f"{r['fd'] / ddpm_fd:.2f}" if ddpm_fd else "–"
         spacing = r.get("spacing") or ("–" if r["sampler"] == "ddpm" else m.get("spacing", "linspace"))
         name = r["sampler"].upper()
         if r.get("reused_from"):  # carried over from an earlier sweep: its time is that day's
-            name += f" (sampled {r['reused_from']})"
+            cpu = r.get("sampled_on_cpu")
+            other = cpu and cpu != m.get("machine", {}).get("cpu")
+            name += f" (sampled {r['reused_from']}" + (f" on {cpu})" if other else ")")
         eta = "–" if eta_of(r) is None else f"{eta_of(r):g}"
-        lines.append(f"| {name} | {spacing} | {eta} | {r['steps']:,} | {_fd(r)} | {rel} | "
+        sd_real = r.get("fd_sd_with_real")
+        extra = (f"{sd_real:.2f} | " if sd_real is not None else "– | ") if with_real else ""
+        lines.append(f"| {name} | {spacing} | {eta} | {r['steps']:,} | {_fd(r)} | {extra}{rel} | "
                      f"{r['label_accuracy']:.3f} | {r['seconds'] / r['n']:.4f} |")
     best = fewest_steps_within(results, factor)
     lines.append("")
