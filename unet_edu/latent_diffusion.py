@@ -700,7 +700,8 @@ def pixel_vs_latent(costs: dict, pixel_scores, latent_scores) -> list[dict]:
     """Quality and cost side by side: one row per model and number of sampling steps.
 
     ``pixel_scores`` are scores of chapter 5's model (rows of its stored sampler sweep,
-    ``pretrained.sweep.shipped_results()["rows"]`` with ``sampler == "ddim"``, or
+    ``pretrained.sweep.shipped_results()["rows"]`` with ``sampler == "ddim"`` and
+    ``sweep.eta_of(row) == 0``, or
     :func:`~unet_edu.metrics.evaluate_sampler` results); ``latent_scores`` are
     :func:`latent_sampler_score` results.  Each row: ``model``, ``steps``, ``fd``, ``fd_sd``,
     ``label_accuracy``, and ``flops``/``seconds`` per digit from :func:`sampling_cost`.  Rows
