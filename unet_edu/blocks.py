@@ -470,18 +470,22 @@ class FeedForward(nn.Sequential):
 
 
 class TransformerBlock(nn.Module):
-    """Self-attention, cross-attention and a feed-forward layer, each pre-normed and residual.
+    """Self-attention, cross-attention and a feed-forward layer, each
+    pre-normed and residual.
 
-    ``x = x + attn1(LN(x))``; ``x = x + attn2(LN(x), context)``; ``x = x + ff(LN(x))``: the
-    ``BasicTransformerBlock`` of Stable Diffusion.  Self-attention lets the pixels of a map
-    exchange information; cross-attention lets each pixel read the text; the feed-forward
-    layer (GEGLU, 4x wider) transforms each position on its own.  Without ``context_dim``
-    there is no cross-attention (a plain pre-norm transformer layer, e.g. for a text encoder);
-    ``mask`` ``(B, N)`` hides padding tokens from the self-attention.
+    ``x = x + attn1(LN(x))``; ``x = x + attn2(LN(x), context)``; ``x = x +
+    ff(LN(x))``: the ``BasicTransformerBlock`` of Stable Diffusion.
+    Self-attention lets the pixels of a map exchange information;
+    cross-attention lets each pixel read the text; the feed-forward layer
+    (GEGLU, 4x wider) transforms each position on its own.  Without
+    ``context_dim`` there is no cross-attention (a plain pre-norm
+    transformer layer, e.g. for a text encoder); ``mask`` ``(B, N)`` hides
+    padding tokens from the self-attention.
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, context_dim: int | None = None,
-                 ff_mult: int = 4, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int = 8,
+                 context_dim: int | None = None, ff_mult: int = 4,
+                 dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = MultiHeadAttention(dim, None, num_heads)

@@ -122,15 +122,18 @@ _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],
 
 
 def stroke_thickness(images) -> torch.Tensor:
-    """Mean stroke thickness in pixels: ``2 * ink area / perimeter``, one value per image.
+    """Mean stroke thickness in pixels: ``2 * ink area / perimeter``, one
+    value per image.
 
-    The ink area is the sum of the pixel values; the perimeter is the total length of the
-    ink's edges, the sum of the gradient magnitude (Sobel, so that slanted edges count their
-    length, not their staircase).  A stroke of width ``w`` and length ``L`` has area ``w L``
-    and perimeter ``2 (L + w)``, so the ratio is ``w L / (L + w)``; a closed loop (a zero)
-    has no ends and gives ``w``.  On straight bars two to four pixels wide, leaning up to 20
-    degrees, the estimate is within 20% of that (the Sobel filter is not perfectly isotropic
-    on edges this sharp); it ranks strokes by thickness reliably, which is what captions need.
+    The ink area is the sum of the pixel values; the perimeter is the total
+    length of the ink's edges, the sum of the gradient magnitude (Sobel, so
+    that slanted edges count their length, not their staircase).  A stroke
+    of width ``w`` and length ``L`` has area ``w L`` and perimeter ``2 (L +
+    w)``, so the ratio is ``w L / (L + w)``; a closed loop (a zero) has no
+    ends and gives ``w``.  On straight bars two to four pixels wide, leaning
+    up to 20 degrees, the estimate is within 20% of that (the Sobel filter
+    is not perfectly isotropic on edges this sharp); it ranks strokes by
+    thickness reliably, which is what captions need.
     """
     x = _ink(images)
     padded = F.pad(x[:, None], (1, 1, 1, 1))
@@ -142,11 +145,12 @@ def stroke_thickness(images) -> torch.Tensor:
 
 
 def slant(images) -> torch.Tensor:
-    """Slant in degrees from vertical, positive when the top of the digit leans right.
+    """Slant in degrees from vertical, positive when the top of the digit
+    leans right.
 
-    From the ink's second moments: the shear ``s = -mu_xy / mu_yy`` is how far the ink's
-    centre moves right per pixel upwards (the quantity that MNIST deskewing removes); the
-    angle is ``atan(s)``.
+    From the ink's second moments: the shear ``s = -mu_xy / mu_yy`` is how
+    far the ink's centre moves right per pixel upwards (the quantity that
+    MNIST deskewing removes); the angle is ``atan(s)``.
     """
     x = _ink(images)
     m, _, mu_xy, mu_yy = _moments(x)
@@ -155,18 +159,21 @@ def slant(images) -> torch.Tensor:
 
 
 def digit_width(images) -> torch.Tensor:
-    """Width in pixels of the deskewed digit: ``sqrt(12)`` horizontal standard deviations.
+    """Width in pixels of the deskewed digit: ``sqrt(12)`` horizontal
+    standard deviations.
 
-    The slant is taken out first (the horizontal variance left once the shear is removed is
-    ``mu_xx - mu_xy^2 / mu_yy``), so a leaning one is not counted as wide.  A bar inked evenly
-    over ``w`` pixels has a standard deviation of ``w / sqrt(12)``, hence the factor.  The
-    moments place each pixel's ink at the pixel's centre; the ink is spread over the pixel,
-    which adds ``1/12`` px^2 of variance (Sheppard's correction), so that a bar exactly two
-    pixels wide measures 2.
+    The slant is taken out first (the horizontal variance left once the
+    shear is removed is ``mu_xx - mu_xy^2 / mu_yy``), so a leaning one is
+    not counted as wide.  A bar inked evenly over ``w`` pixels has a
+    standard deviation of ``w / sqrt(12)``, hence the factor.  The moments
+    place each pixel's ink at the pixel's centre; the ink is spread over the
+    pixel, which adds ``1/12`` px^2 of variance (Sheppard's correction), so
+    that a bar exactly two pixels wide measures 2.
     """
     x = _ink(images)
     m, mu_xx, mu_xy, mu_yy = _moments(x)
-    var = (mu_xx - mu_xy.square() / mu_yy.clamp_min(1e-12)).clamp_min(0) + 1 / 12
+    deskewed = mu_xx - mu_xy.square() / mu_yy.clamp_min(1e-12)
+    var = deskewed.clamp_min(0) + 1 / 12
     return _blank_to_nan(torch.sqrt(12 * var), m)
 
 

@@ -69,25 +69,31 @@ class DiagonalGaussian:
 
 
 class DigitAutoencoder(RecordsConfig, nn.Module):
-    """KL-regularised autoencoder: ``1 x 28 x 28`` digits in [-1, 1] <-> ``4 x 8 x 8`` latents.
+    """KL-regularised autoencoder: ``1 x 28 x 28`` digits in [-1, 1] <-> ``4
+    x 8 x 8`` latents.
 
-    Encoder: pad to 32 x 32, ``conv_in``, then per level one ResBlock (no time embedding) and,
-    except at the last level, a stride-2 :class:`~unet_edu.blocks.Downsample`; one more
-    ResBlock, GroupNorm, SiLU and ``conv_out`` to ``2 * latent_channels`` maps (mean and
-    log-variance).  The decoder mirrors it with :class:`~unet_edu.blocks.Upsample` and crops
-    back to 28 x 28.  This is the layout of LDM's autoencoder without its attention block and
-    its 1x1 "quant" convolutions, which a digit does not need.  ``channels`` are the widths of
-    the levels, top first; ``len(channels) - 1`` downsamplings give the latent side
-    ``32 / 2 ** (len(channels) - 1)``.
+    Encoder: pad to 32 x 32, ``conv_in``, then per level one ResBlock (no
+    time embedding) and, except at the last level, a stride-2
+    :class:`~unet_edu.blocks.Downsample`; one more ResBlock, GroupNorm, SiLU
+    and ``conv_out`` to ``2 * latent_channels`` maps (mean and
+    log-variance).  The decoder mirrors it with
+    :class:`~unet_edu.blocks.Upsample` and crops back to 28 x 28.  This is
+    the layout of LDM's autoencoder without its attention block and its 1x1
+    "quant" convolutions, which a digit does not need.  ``channels`` are the
+    widths of the levels, top first; ``len(channels) - 1`` downsamplings
+    give the latent side ``32 / 2 ** (len(channels) - 1)``.
     """
 
-    def __init__(self, latent_channels: int = 4, channels=(16, 32, 32), norm_groups: int = 8):
+    def __init__(self, latent_channels: int = 4, channels=(16, 32, 32),
+                 norm_groups: int = 8):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) < 1 or min(channels) < 1 or latent_channels < 1:
-            raise ValueError(f"DigitAutoencoder needs latent_channels >= 1 and one positive "
-                             f"width per level, got latent_channels={latent_channels}, "
-                             f"channels={channels}; e.g. channels=(16, 32, 32)")
+            raise ValueError(
+                f"DigitAutoencoder needs latent_channels >= 1 and one "
+                f"positive width per level, got "
+                f"latent_channels={latent_channels}, channels={channels}; "
+                f"e.g. channels=(16, 32, 32)")
         self.downsamplings = len(channels) - 1
 
         def res(cin, cout):
@@ -100,18 +106,20 @@ class DigitAutoencoder(RecordsConfig, nn.Module):
             ch = width
             if level < len(channels) - 1:
                 enc.append(Downsample(ch))
-        enc += [res(ch, ch), group_norm(ch, norm_groups, "DigitAutoencoder encoder"), nn.SiLU(),
-                nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)]
+        enc += [res(ch, ch),
+                group_norm(ch, norm_groups, "DigitAutoencoder encoder"),
+                nn.SiLU(), nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, ch, 3, padding=1), res(ch, ch)]
+        dec: list[nn.Module] = [
+            nn.Conv2d(latent_channels, ch, 3, padding=1), res(ch, ch)]
         for level in reversed(range(len(channels))):
             dec.append(res(ch, channels[level]))
             ch = channels[level]
             if level > 0:
                 dec.append(Upsample(ch))
-        dec += [group_norm(ch, norm_groups, "DigitAutoencoder decoder"), nn.SiLU(),
-                nn.Conv2d(ch, 1, 3, padding=1)]
+        dec += [group_norm(ch, norm_groups, "DigitAutoencoder decoder"),
+                nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
 
     @property
@@ -120,47 +128,62 @@ class DigitAutoencoder(RecordsConfig, nn.Module):
         return (self.config["latent_channels"], side, side)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """The posterior ``q(z | x)`` of digits ``x`` ``(B, 1, 28, 28)`` in [-1, 1]."""
-        check_batch(x, 1, "DigitAutoencoder.encode", 2, self.encoder[0].weight.dtype)
+        """The posterior ``q(z | x)`` of digits ``x`` ``(B, 1, 28, 28)`` in
+        [-1, 1]."""
+        check_batch(x, 1, "DigitAutoencoder.encode", 2,
+                    self.encoder[0].weight.dtype)
         if tuple(x.shape[-2:]) != (28, 28):
-            raise ValueError(f"DigitAutoencoder encodes 28 x 28 digits, got "
-                             f"{tuple(x.shape[-2:])}; resize or crop them to 28 x 28")
-        x = F.pad(x, (PAD, PAD, PAD, PAD), value=-1.0)  # background is -1 in [-1, 1]
+            raise ValueError(
+                f"DigitAutoencoder encodes 28 x 28 digits, got "
+                f"{tuple(x.shape[-2:])}; resize or crop them to 28 x 28")
+        # the background is -1 in [-1, 1]
+        x = F.pad(x, (PAD, PAD, PAD, PAD), value=-1.0)
         return DiagonalGaussian(self.encoder(x))
 
     def decode(self, z: torch.Tensor, crop: bool = True) -> torch.Tensor:
-        """Digits in (about) [-1, 1] from latents ``(B, 4, 8, 8)`` (unscaled: multiply a
-        diffusion model's latents by ``1 / scale_factor`` first).  ``crop=False`` returns the
-        32 x 32 canvas on which latent cell ``(i, j)`` covers pixels ``4i..4i+3``."""
+        """Digits in (about) [-1, 1] from latents ``(B, 4, 8, 8)``
+        (unscaled: multiply a diffusion model's latents by ``1 /
+        scale_factor`` first).  ``crop=False`` returns the 32 x 32 canvas on
+        which latent cell ``(i, j)`` covers pixels ``4i..4i+3``."""
         shape = self.latent_shape
-        if not isinstance(z, torch.Tensor) or z.dim() != 4 or tuple(z.shape[1:]) != shape:
-            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise ValueError(f"DigitAutoencoder.decode expects latents of shape (B, "
-                             f"{', '.join(map(str, shape))}), got {got}; decode what this "
-                             f"autoencoder's encode(x) gives, or samples drawn with "
-                             f"latent_shape={shape} (LatentDiffusion.sample does so)")
-        check_batch(z, shape[0], "DigitAutoencoder.decode", 2, self.encoder[0].weight.dtype)
+        if (not isinstance(z, torch.Tensor) or z.dim() != 4
+                or tuple(z.shape[1:]) != shape):
+            got = (tuple(z.shape) if isinstance(z, torch.Tensor)
+                   else type(z).__name__)
+            raise ValueError(
+                f"DigitAutoencoder.decode expects latents of shape (B, "
+                f"{', '.join(map(str, shape))}), got {got}; decode what "
+                f"this autoencoder's encode(x) gives, or samples drawn "
+                f"with latent_shape={shape} (LatentDiffusion.sample does "
+                f"so)")
+        check_batch(z, shape[0], "DigitAutoencoder.decode", 2,
+                    self.encoder[0].weight.dtype)
         out = self.decoder(z)
         return out[..., PAD:-PAD, PAD:-PAD] if crop else out
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """``(reconstruction, posterior)``: decode a sample of the posterior of ``x``."""
+    def forward(self, x: torch.Tensor,
+                generator: torch.Generator | None = None):
+        """``(reconstruction, posterior)``: decode a sample of the posterior
+        of ``x``."""
         posterior = self.encode(x)
         return self.decode(posterior.sample(generator)), posterior
 
 
 def vae_loss(model: DigitAutoencoder, x: torch.Tensor, generator=None,
              kl_weight: float = 1e-6) -> torch.Tensor:
-    """LDM's autoencoder objective without its perceptual and adversarial terms.
+    """LDM's autoencoder objective without its perceptual and adversarial
+    terms.
 
-    Per image: the L1 reconstruction error summed over pixels, plus ``kl_weight`` times the KL
-    divergence of the posterior from ``N(0, I)`` summed over the latent; averaged over the
-    batch.  ``1e-6`` is the weight of Stable Diffusion's autoencoder: enough to keep latents
-    bounded, far too little to make them standard normal.
+    Per image: the L1 reconstruction error summed over pixels, plus
+    ``kl_weight`` times the KL divergence of the posterior from ``N(0, I)``
+    summed over the latent; averaged over the batch.  ``1e-6`` is the weight
+    of Stable Diffusion's autoencoder: enough to keep latents bounded, far
+    too little to make them standard normal.
     """
     if not math.isfinite(kl_weight) or kl_weight < 0:
-        raise ValueError(f"vae_loss: kl_weight must be a finite number >= 0, got {kl_weight!r}; "
-                         f"latent diffusion uses 1e-6")
+        raise ValueError(f"vae_loss: kl_weight must be a finite number "
+                         f">= 0, got {kl_weight!r}; latent diffusion uses "
+                         f"1e-6")
     recon, posterior = model(x, generator)
     rec = (recon - x).abs().flatten(1).sum(1)
     return (rec + kl_weight * posterior.kl()).mean()

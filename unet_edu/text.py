@@ -133,41 +133,53 @@ class Tokenizer:
 class TextEncoder(RecordsConfig, nn.Module):
     """Token ids ``(B, L)`` -> one vector per token ``(B, L, width)``.
 
-    ``h = token_embedding(ids) + position_embedding[:L]``, then ``layers`` pre-norm transformer
-    layers (self-attention over the non-padding tokens, GEGLU feed-forward) and a final
-    LayerNorm, as in CLIP's text transformer.  Every token's vector can depend on every other
-    word of the caption: "thin" next to "seven" is not the same vector as "thin" next to
-    "zero".  Padding positions get vectors too (they read the words), and the U-Net
-    cross-attends to all ``L`` positions, as Stable Diffusion does with its 77.
+    ``h = token_embedding(ids) + position_embedding[:L]``, then ``layers``
+    pre-norm transformer layers (self-attention over the non-padding tokens,
+    GEGLU feed-forward) and a final LayerNorm, as in CLIP's text
+    transformer.  Every token's vector can depend on every other word of the
+    caption: "thin" next to "seven" is not the same vector as "thin" next to
+    "zero".  Padding positions get vectors too (they read the words), and
+    the U-Net cross-attends to all ``L`` positions, as Stable Diffusion does
+    with its 77.
     """
 
-    def __init__(self, vocab_size: int, max_length: int = 8, width: int = 32, layers: int = 2,
-                 num_heads: int = 4):
+    def __init__(self, vocab_size: int, max_length: int = 8,
+                 width: int = 32, layers: int = 2, num_heads: int = 4):
         super().__init__()
-        if vocab_size <= len(SPECIAL_TOKENS) or max_length < 3 or layers < 0 or width < 1:
+        if (vocab_size <= len(SPECIAL_TOKENS) or max_length < 3
+                or layers < 0 or width < 1):
             raise ValueError(
-                f"TextEncoder needs vocab_size > {len(SPECIAL_TOKENS)} (the special tokens), "
-                f"max_length >= 3, width >= 1 and layers >= 0; got vocab_size={vocab_size}, "
+                f"TextEncoder needs vocab_size > {len(SPECIAL_TOKENS)} "
+                f"(the special tokens), max_length >= 3, width >= 1 and "
+                f"layers >= 0; got vocab_size={vocab_size}, "
                 f"max_length={max_length}, width={width}, layers={layers}")
         self.token_embedding = nn.Embedding(vocab_size, width)
-        self.position_embedding = nn.Parameter(torch.randn(max_length, width) * 0.01)
-        self.layers = nn.ModuleList(TransformerBlock(width, num_heads) for _ in range(layers))
+        self.position_embedding = nn.Parameter(
+            torch.randn(max_length, width) * 0.01)
+        self.layers = nn.ModuleList(TransformerBlock(width, num_heads)
+                                    for _ in range(layers))
         self.final_norm = nn.LayerNorm(width)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise ValueError(f"TextEncoder expects token ids of shape (B, L) with L <= "
-                             f"{cfg['max_length']}, got {got}; use Tokenizer.encode(captions)")
+            got = (tuple(tokens.shape) if isinstance(tokens, torch.Tensor)
+                   else type(tokens).__name__)
+            raise ValueError(
+                f"TextEncoder expects token ids of shape (B, L) with L <= "
+                f"{cfg['max_length']}, got {got}; use "
+                f"Tokenizer.encode(captions)")
         if tokens.dtype != torch.long:
-            raise ValueError(f"TextEncoder expects int64 token ids, got {tokens.dtype}; "
-                             f"use tokens.long()")
+            raise ValueError(f"TextEncoder expects int64 token ids, got "
+                             f"{tokens.dtype}; use tokens.long()")
         if not 1 <= tokens.shape[1] <= cfg["max_length"]:
-            raise ValueError(f"TextEncoder reads at most {cfg['max_length']} tokens, got "
-                             f"{tokens.shape[1]}; build it with max_length={tokens.shape[1]}")
+            raise ValueError(
+                f"TextEncoder reads at most {cfg['max_length']} tokens, "
+                f"got {tokens.shape[1]}; build it with "
+                f"max_length={tokens.shape[1]}")
         mask = tokens != PAD  # self-attention skips the padding
-        h = self.token_embedding(tokens) + self.position_embedding[: tokens.shape[1]]
+        h = (self.token_embedding(tokens)
+             + self.position_embedding[: tokens.shape[1]])
         for layer in self.layers:
             h = layer(h, mask=mask)
         return self.final_norm(h)
