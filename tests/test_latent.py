@@ -10,8 +10,8 @@ import torch
 from unet_edu import captions as cap
 from unet_edu.diffusion import NoiseSchedule
 from unet_edu.latent import (DiagonalGaussian, DigitAutoencoder, encode_dataset,
-                             latent_scale_factor, latent_statistics, reconstruction_error,
-                             vae_loss)
+                             latent_range, latent_scale_factor, latent_statistics,
+                             reconstruction_error, vae_loss)
 from unet_edu.latent_diffusion import (LatentDiffusion, caption_sample, caption_training_loss,
                                        latent_sampler_score, prompt_study, step_cost,
                                        text_diffusion_loss)
@@ -114,6 +114,21 @@ def test_reconstruction_error_is_measured_on_the_pixel_scale():
     assert err["l1_per_image"].shape == (6,)
 
 
+def test_the_latent_range_holds_every_scaled_training_latent_per_channel():
+    torch.manual_seed(0)
+    vae = DigitAutoencoder(channels=(8, 8, 8), norm_groups=4).eval()
+    x = digits(12)
+    bounds = latent_range(vae, x, 0.5)
+    mean, _ = encode_dataset(vae, x)
+    z = 0.5 * mean
+    assert bounds.shape == (2, 4) and (bounds[0] < bounds[1]).all()
+    for c in range(4):
+        assert bounds[0, c] == z[:, c].min() and bounds[1, c] == z[:, c].max()
+    assert torch.equal(latent_range(vae, x, 1.0), 2 * bounds)  # it scales with the factor
+    with pytest.raises(ValueError, match="latent_scale_factor"):
+        latent_range(vae, x, 0.0)
+
+
 # --- latent diffusion with captions -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipe():
@@ -187,6 +202,33 @@ def test_sampler_input_errors(pipe):
         pipe.decode(torch.zeros(1, 4, 7, 7))
     with pytest.raises(ValueError, match=r"shape \(B, 4, 8, 8\), got \(4, 8, 8\)"):
         pipe.decode(torch.zeros(4, 8, 8))  # one latent without its batch axis
+
+
+def test_the_sampler_clips_the_predicted_clean_latent_to_the_given_range(pipe):
+    tokens = pipe.encode(["seven", "thin zero"])
+    low = torch.tensor([-0.3, -0.2, -0.1, -0.4])
+    bounds = torch.stack([low, -low])
+    kw = dict(steps=5, guidance_scale=3.0)
+    clipped = caption_sample(pipe.model, pipe.schedule, tokens, clip_z0=bounds,
+                             generator=torch.Generator().manual_seed(0),
+                             return_trajectory=True, **kw)
+    free = caption_sample(pipe.model, pipe.schedule, tokens, clip_z0=None,
+                          generator=torch.Generator().manual_seed(0), **kw)
+    for z0 in clipped.z0_pred:  # every step's prediction lies in the range, per channel
+        assert (z0 >= low.view(1, 4, 1, 1) - 1e-4).all()  # up to rounding
+        assert (z0 <= -low.view(1, 4, 1, 1) + 1e-4).all()
+    # the last step lands on the predicted clean latent: the samples lie in the range too
+    assert (clipped.latents.abs() <= bounds[1].view(1, 4, 1, 1) + 1e-4).all()
+    assert free.latents.abs().max() > 0.5  # this random model leaves the range unclipped
+    with pytest.raises(ValueError, match=r"\(2, 4\) tensor with low < high.*latent_range"):
+        caption_sample(pipe.model, pipe.schedule, tokens, clip_z0=torch.zeros(2, 4), **kw)
+    with pytest.raises(ValueError, match="latent_range"):
+        caption_sample(pipe.model, pipe.schedule, tokens, clip_z0=torch.ones(3), **kw)
+    # LatentDiffusion passes its range on
+    ranged = LatentDiffusion(pipe.autoencoder, pipe.model, pipe.schedule, pipe.scale_factor,
+                             latent_range=bounds)
+    out = ranged.sample(["seven", "thin zero"], seed=0, **kw)
+    assert torch.allclose(out.latents, clipped.latents)
 
 
 def test_attention_maps_are_kept_per_site_and_the_layers_switched_back(pipe):
@@ -554,4 +596,6 @@ def test_the_shipped_scale_factor_is_reproduced():
     assert scale == pytest.approx(vae.info.extra["scale_factor"], rel=1e-4)
     pipe = LatentDiffusion.from_pretrained(device="cpu")
     assert pipe.scale_factor == pytest.approx(scale, rel=1e-4)
+    recorded = torch.tensor(load("digits-ldm").info.extra["training"]["latent_range"])
+    assert torch.allclose(pipe.latent_range, recorded, atol=1e-4)  # the range it trained with
     assert pipe.tokenizer.vocabulary == load("digits-ldm").info.extra["training"]["vocabulary"]

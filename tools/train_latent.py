@@ -248,7 +248,7 @@ def train_ldm(steps: int | None = None, chunk: int = 1000, out: Path = HERE, wor
     from unet_edu import captions as cap
     from unet_edu.data import mnist
     from unet_edu.diffusion import NoiseSchedule
-    from unet_edu.latent import DigitAutoencoder, encode_dataset
+    from unet_edu.latent import DigitAutoencoder, encode_dataset, latent_range
     from unet_edu.latent_diffusion import (LatentDiffusion, caption_training_loss,
                                            latent_sampler_score)
     from unet_edu.models import TextConditionedUNet
@@ -273,6 +273,7 @@ def train_ldm(steps: int | None = None, chunk: int = 1000, out: Path = HERE, wor
     scale = float(vae_info.extra["scale_factor"])
     train = mnist("train", source="bundled")
     mean, std = encode_dataset(vae, train.images * 2 - 1)
+    bounds = latent_range(vae, train.images * 2 - 1, scale)  # the sampler clips to it
     thresholds = cap.fit_thresholds(train.images, train.labels)
     bins = cap.attribute_bins(cap.measure(train.images), train.labels, thresholds)
     tokenizer = cap.tokenizer()
@@ -298,7 +299,8 @@ def train_ldm(steps: int | None = None, chunk: int = 1000, out: Path = HERE, wor
             return
         if any(row["step"] == done for row in fd_history):
             return
-        pipe = LatentDiffusion(vae, state.ema, schedule, scale, thresholds, tokenizer)
+        pipe = LatentDiffusion(vae, state.ema, schedule, scale, thresholds, tokenizer,
+                               latent_range=bounds)
         t0 = time.time()
         score = latent_sampler_score(pipe, classifier, real, n=EVAL["n"], steps=EVAL["steps"],
                                      guidance_scale=EVAL["guidance_scale"], seed=EVAL["seed"])
@@ -325,6 +327,8 @@ def train_ldm(steps: int | None = None, chunk: int = 1000, out: Path = HERE, wor
                      "caption_thresholds": thresholds.to_dict(),
                      "vocabulary": tokenizer.vocabulary, "autoencoder": vae_path.name,
                      "weights": "EMA of the trained weights", "device": dev.type,
+                     "latent_range": [[round(v, 5) for v in row]
+                                      for row in bounds.tolist()],
                      "threads": torch.get_num_threads()},
         "final_loss": round(sum(final) / len(final), 5),
         "final_loss_note": "mean training loss over the last 500 steps",
@@ -382,8 +386,9 @@ def write_studies(pipe, classifier, target: Path, force: bool = False, **setting
 def run_studies(out: Path = HERE, threads: int | None = None, force: bool = False) -> Path:
     """Measure the trained pair in ``out`` once, for chapter 7 (``digits-ldm-studies.json``)."""
     from unet_edu import captions as cap
+    from unet_edu.data import mnist
     from unet_edu.diffusion import NoiseSchedule
-    from unet_edu.latent import DigitAutoencoder
+    from unet_edu.latent import DigitAutoencoder, latent_range
     from unet_edu.latent_diffusion import STUDIES_FILE, LatentDiffusion
     from unet_edu.models import TextConditionedUNet
     from unet_edu.pretrained import load
@@ -404,10 +409,13 @@ def run_studies(out: Path = HERE, threads: int | None = None, force: bool = Fals
     vae, _ = load_checkpoint(paths[0], model_class=DigitAutoencoder)
     ldm, info = load_checkpoint(paths[1], model_class=TextConditionedUNet)
     tr = info.extra["training"]
-    pipe = LatentDiffusion(vae.to(dev).eval(), ldm.to(dev).eval(),
-                           NoiseSchedule(tr["schedule"], tr["num_timesteps"]),
-                           float(tr["scale_factor"]),
-                           cap.CaptionThresholds.from_dict(tr["caption_thresholds"]))
+    scale = float(tr["scale_factor"])
+    vae = vae.to(dev).eval()
+    bounds = latent_range(vae, mnist("train", source="bundled").images * 2 - 1, scale)
+    pipe = LatentDiffusion(vae, ldm.to(dev).eval(),
+                           NoiseSchedule(tr["schedule"], tr["num_timesteps"]), scale,
+                           cap.CaptionThresholds.from_dict(tr["caption_thresholds"]),
+                           latent_range=bounds)
     classifier = load("digit-classifier", device=dev).model
     path = write_studies(pipe, classifier, target, force)
     _remind_checksums(path)

@@ -223,6 +223,29 @@ def encode_dataset(model: DigitAutoencoder, images: torch.Tensor,
 
 
 @torch.no_grad()
+def latent_range(model: DigitAutoencoder, images: torch.Tensor,
+                 scale_factor: float) -> torch.Tensor:
+    """Per latent channel, the smallest and the largest value of the scaled
+    posterior means of ``images``: a ``(2, C)`` tensor ``[low, high]``.
+
+    A pixel sampler clips its prediction of the clean image to [-1, 1],
+    the range every image lies in.  Latents have no fixed range, but they
+    have a measured one: the scaled latents of the training digits.  A
+    latent sampler that clips its predicted clean latent to this range
+    (:func:`unet_edu.latent_diffusion.caption_sample`, ``clip_z0``) keeps
+    the first steps of a schedule whose last ``alpha_bar`` is tiny from
+    multiplying the network's error by ``1 / sqrt(alpha_bar)``.
+    """
+    if not math.isfinite(scale_factor) or scale_factor <= 0:
+        raise ValueError(f"scale_factor must be a positive number, got "
+                         f"{scale_factor!r}; compute it with "
+                         f"latent_scale_factor")
+    mean, _ = encode_dataset(model, images)
+    z = scale_factor * mean.transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return torch.stack([z.min(1).values, z.max(1).values])
+
+
+@torch.no_grad()
 def latent_scale_factor(model: DigitAutoencoder, images: torch.Tensor, generator=None) -> float:
     """``1 / std`` of posterior samples of ``images``: the number latents are multiplied by.
 

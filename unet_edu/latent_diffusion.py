@@ -245,20 +245,50 @@ class TextSamples:
     images: torch.Tensor | None = None
 
 
+def _check_clip(clip_z0, latent_shape, dev):
+    """``clip_z0`` as two ``(1, C, 1, 1)`` tensors on ``dev``, or None."""
+    if clip_z0 is None:
+        return None
+    c = latent_shape[0]
+    bounds = torch.as_tensor(clip_z0, dtype=torch.float32)
+    if bounds.shape != (2, c):
+        problem = f"shape {tuple(bounds.shape)}"
+    elif not torch.isfinite(bounds).all():
+        problem = "NaN or infinite bounds"
+    elif (bounds[0] >= bounds[1]).any():
+        bad = (bounds[0] >= bounds[1]).nonzero().flatten().tolist()
+        problem = f"low >= high in channels {bad}"
+    else:
+        problem = None
+    if problem:
+        raise ValueError(f"caption_sample: clip_z0 must be [low, high] per latent channel, a "
+                         f"(2, {c}) tensor with low < high, got {problem}; use "
+                         f"unet_edu.latent.latent_range(autoencoder, digits, scale_factor)")
+    return bounds.view(2, 1, c, 1, 1).to(dev)
+
+
 @torch.no_grad()
 def caption_sample(model, schedule: NoiseSchedule, tokens: torch.Tensor, *, steps: int = 50,
                    guidance_scale: float = 3.0, generator=None, eta: float = 0.0,
                    spacing: str = "trailing", return_trajectory: bool = False,
-                   keep_attention: bool = False, latent_shape=(4, 8, 8)) -> TextSamples:
+                   keep_attention: bool = False, latent_shape=(4, 8, 8),
+                   clip_z0=None) -> TextSamples:
     """DDIM in latent space with classifier-free guidance on the caption.
 
     ``tokens`` ``(B, L)`` are the captions' ids.  The captions and the null caption are
     encoded once; at every step one batched call predicts the noise for both, and the
-    guided noise ``eps_null + s (eps_caption - eps_null)`` drives :func:`ddim_step` (no
-    clipping of the predicted ``z0``: latents are not confined to [-1, 1] as pixels are).
+    guided noise ``eps_null + s (eps_caption - eps_null)`` drives :func:`ddim_step`.
     ``guidance_scale`` 1 is the plain conditional model, 0 ignores the caption.  The
     starting noise comes from ``generator`` on the CPU, so a seed gives the same samples on
     every device and for every caption.
+
+    ``clip_z0`` is the latent counterpart of a pixel sampler's clipping to [-1, 1]: a
+    ``(2, C)`` tensor ``[low, high]`` per latent channel
+    (:func:`unet_edu.latent.latent_range` of the training digits).  At every step the
+    predicted clean latent is clipped to it and the noise made consistent with the clipped
+    latent.  Without it (``None``), the first step of the cosine schedule, from
+    ``alpha_bar`` = 2.4e-9 at t = 999, multiplies the network's error in ``eps`` by
+    ``sqrt(alpha_bar_prev / alpha_bar)``, over a thousand at 20 steps.
     """
     guidance_scale = _check_guidance(guidance_scale, "caption_sample")
     _check_schedule(model, schedule, "caption_sample")
@@ -271,6 +301,7 @@ def caption_sample(model, schedule: NoiseSchedule, tokens: torch.Tensor, *, step
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ValueError(f"caption_sample: eta must lie in [0, 1] (0 deterministic), got {eta!r}")
     dev = next(model.parameters()).device
+    bounds = _check_clip(clip_z0, latent_shape, dev)
     ts = ddim_timesteps(schedule.num_steps, steps, spacing)
     a_bars = schedule.alphas_cumprod
     x = torch.randn((b, *latent_shape), generator=generator).to(dev)
@@ -291,6 +322,14 @@ def caption_sample(model, schedule: NoiseSchedule, tokens: torch.Tensor, *, step
                 t = torch.full((2 * b,), step, device=dev, dtype=torch.long)
                 eps_c, eps_u = model.unet(torch.cat([x, x]), t, context=context).chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
+                if bounds is not None:
+                    # the clean latent this eps implies, clipped to the training
+                    # latents' range, and the noise consistent with it
+                    a = a_bars[step].item()
+                    z0_clipped = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
+                    z0_clipped = torch.maximum(torch.minimum(z0_clipped, bounds[1]),
+                                               bounds[0])
+                    eps = (x - math.sqrt(a) * z0_clipped) / math.sqrt(1 - a)
                 for k, (_, _, _, module) in enumerate(sites):
                     kept[k].append(module.last_weights[:b].mean(1).cpu())  # (B, HW, L)
                 a_prev = a_bars[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
@@ -299,6 +338,10 @@ def caption_sample(model, schedule: NoiseSchedule, tokens: torch.Tensor, *, step
                     noise = torch.randn(x.shape, generator=generator).to(dev)
                 x_next, z0 = ddim_step(x, eps, a_bars[step].item(), a_prev, eta, noise,
                                        clip_x0=False)
+                if bounds is not None:
+                    # ddim_step recomputes z0 from eps, which loses digits where
+                    # alpha_bar is tiny; keep the clipped prediction itself
+                    z0 = z0_clipped
                 if return_trajectory:
                     out.zt.append(x.cpu())
                     out.z0_pred.append(z0.cpu())
@@ -326,8 +369,11 @@ class LatentDiffusion:
     ``autoencoder`` (:class:`~unet_edu.latent.DigitAutoencoder`), ``model``
     (:class:`~unet_edu.models.TextConditionedUNet`), ``schedule``, ``scale_factor`` (the
     latents the model sees are ``scale_factor * z``), ``thresholds`` (the caption thresholds
-    the model was trained with, :class:`~unet_edu.captions.CaptionThresholds`), and the
-    caption tokenizer.  :meth:`from_pretrained` loads the shipped pair.
+    the model was trained with, :class:`~unet_edu.captions.CaptionThresholds`), the
+    caption tokenizer, and ``latent_range``, the range the sampler clips its predicted clean
+    latent to (:func:`~unet_edu.latent.latent_range`; ``None`` does not clip).
+    :meth:`from_pretrained` loads the shipped pair and measures the range on the bundled
+    training digits.
     """
 
     autoencoder: object
@@ -336,17 +382,25 @@ class LatentDiffusion:
     scale_factor: float
     thresholds: cap.CaptionThresholds | None = None
     tokenizer: object = field(default_factory=cap.tokenizer)
+    latent_range: torch.Tensor | None = None
 
     @classmethod
     def from_pretrained(cls, device=None) -> "LatentDiffusion":
         """``pretrained.load("digits-vae")`` and ``pretrained.load("digits-ldm")`` as one."""
         from .pretrained import load
 
+        from .data import mnist
+        from .latent import latent_range
+
         vae = load("digits-vae", device=device)
         ldm = load("digits-ldm", device=device)
         tr = ldm.info.extra["training"]
         thresholds = cap.CaptionThresholds.from_dict(tr["caption_thresholds"])
-        return cls(vae.model, ldm.model, ldm.schedule, float(tr["scale_factor"]), thresholds)
+        scale = float(tr["scale_factor"])
+        digits = mnist("train", source="bundled").images * 2 - 1
+        bounds = latent_range(vae.model, digits, scale)
+        return cls(vae.model, ldm.model, ldm.schedule, scale, thresholds,
+                   latent_range=bounds)
 
     def encode(self, captions) -> torch.Tensor:
         """Token ids of ``captions`` (a string, ``None`` for the null caption, or a list)."""
@@ -365,6 +419,7 @@ class LatentDiffusion:
         [-1, 1]; ``seed`` is used when no ``generator`` is given."""
         tokens = self.encode(captions)
         gen = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        kwargs.setdefault("clip_z0", self.latent_range)
         out = caption_sample(self.model, self.schedule, tokens, steps=steps,
                              guidance_scale=guidance_scale, generator=gen,
                              latent_shape=self.autoencoder.latent_shape, **kwargs)
