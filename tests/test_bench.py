@@ -148,6 +148,9 @@ def test_precision_study_trains_both_precisions_and_reports_mean_and_sd(monkeypa
     assert s["speedup"] > 0 and all(v > 0 for v in s["images_per_s"].values())
     for mean, sd in s["loss"].values():
         assert 0 < mean < 10 and sd >= 0
+    c = s["comparison"]  # the seed-by-seed ratio bf16/fp32, with its verdict
+    assert c.relative and c.margin == precision.MARGIN and c.low <= c.effect <= c.high
+    assert c.verdict in ("apart", "equivalent", "not resolved")
     table = precision.markdown_table(res)
     assert "| tiny network | bf16 | 2 |" in table and "±" in table
 
@@ -158,3 +161,70 @@ def _small_digits():
     g = torch.Generator().manual_seed(0)
     images = torch.nn.functional.interpolate(torch.rand(16, 1, 28, 28, generator=g), size=8)
     return Digits(images, torch.randint(0, 10, (16,), generator=g), "random")
+
+
+@pytest.fixture
+def tiny_with_eight_heads(monkeypatch):
+    config = dict(bench.CONFIGS["tiny"])
+    config["ours_heads8"] = dict(config["ours"], num_heads=8)
+    monkeypatch.setitem(bench.CONFIGS, "tiny", config)
+
+
+def test_attention_study_bounds_the_step_without_the_attention_core(
+        tiny_with_eight_heads, one_thread):
+    import unet_edu.blocks as blocks
+    from tools.bench import attention
+
+    keep = blocks._attend
+    res = attention.run("tiny", repeats=1, inner=1, log=lambda *a: None)
+    assert blocks._attend is keep  # the ceiling model puts the real attention back
+    train = res["train"]
+    # Without its attention core the network does fewer operations, not the same ones.
+    assert train["ours_heads8_noattn"]["flop"] < train["ours_heads8"]["flop"]
+    assert train["ours_heads8"]["flop"] == train["ours"]["flop"]  # heads change no arithmetic
+    (path,) = res["attention_paths"]  # tiny: one attention layer shape, 16 positions
+    assert path["shape"] == [4, 8, 16, 4] and path["layers"] >= 1
+    assert set(path["ms_per_call"]) == set(attention.PATHS)
+    table = attention.markdown_table(res)
+    assert "attention core removed" in table and "(4, 8, 16, 4)" in table
+
+
+def test_textbook_attention_matches_the_fused_kernel():
+    from tools.bench.attention import textbook_attention
+
+    q, k, v = torch.randn(3, 2, 4, 10, 8).unbind(0)
+    torch.testing.assert_close(textbook_attention(q, k, v),
+                               torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+def test_attention_goal_budget_is_what_is_left_after_the_rest_of_the_step():
+    from tools.bench.attention import goal_budget
+
+    train = {"diffusers": {"ms_per_step": 130.0}, "ours_heads8": {"ms_per_step": 110.0},
+             "ours_heads8_noattn": {"ms_per_step": 80.0}}
+    b = goal_budget({"train": train}, goal=1.3)
+    assert b["allowed_ms"] == pytest.approx(100.0) and b["attention_now_ms"] == 30.0
+    assert b["attention_budget_ms"] == pytest.approx(20.0)
+    assert b["needed_speedup"] == pytest.approx(1.5) and b["ceiling"] == pytest.approx(1.625)
+    train["ours_heads8_noattn"]["ms_per_step"] = 105.0  # the rest alone is too slow
+    assert goal_budget({"train": train})["needed_speedup"] == float("inf")
+    del train["diffusers"]
+    assert goal_budget({"train": train}) is None
+
+
+def test_committed_attention_table_is_generated_from_its_results():
+    from tools.bench.attention import markdown_table
+
+    path = ROOT / "book" / "_static" / "bench" / "attention-cpu.json"
+    assert path.with_suffix(".md").read_text() == markdown_table(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "book" / "_static" / "bench").glob("precision-cpu*.json")),
+    ids=lambda p: p.name)
+def test_committed_precision_tables_are_generated_from_their_results(path):
+    from tools.bench import precision
+
+    res = json.loads(path.read_text())
+    assert path.with_suffix(".md").read_text() == precision.markdown_table(res)
+    assert res["meta"]["machine"]["cpu"]  # each table names its processor

@@ -8,9 +8,12 @@ once in float32 and once with ``precision="bf16"``, for a few seeds each:
 * **book**: the shipped ``digits-ddpm`` network (the size the chapters train).
 
 It reports images per second through ``fit`` (median step time after warm-up) and the final
-loss (mean of the last fifth of the steps) as mean +- sd over the seeds, so that "bf16 trains
-as well" is a measured statement: the two means should differ by less than twice the spread
-between seeds.  The appendix "How fast is it?" shows the table.
+loss (mean of the last fifth of the steps) as mean +- sd over the seeds.  "bf16 trains as
+well" is then a verdict of :func:`unet_edu.claims.compare` on the seed-by-seed ratio of final
+losses (the same seed gives both precisions the same weights, batches and noise): *equivalent
+within ±1%* (``MARGIN``, fixed with the study: smaller than the spread between seeds in its
+tables), *apart*, or *not resolved*.  The appendix "How fast is it?" shows the
+table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 import torch
 
+from unet_edu.claims import compare
 from unet_edu.data import mnist
 from unet_edu.diffusion import NoiseSchedule, diffusion_loss
 from unet_edu.models import DiffusionUNet, count_parameters
@@ -33,6 +37,7 @@ from .configs import CONFIGS
 __all__ = ["MODELS", "run", "markdown_table", "main"]
 
 PRECISIONS = ("fp32", "bf16")
+MARGIN = 0.01  # bf16's final loss within ±1% of float32's counts as "trains as well"
 
 
 def _matched() -> DiffusionUNet:
@@ -104,10 +109,11 @@ def summary(results: dict) -> dict:
         # Same seed, same batches and noise: the paired difference isolates the precision.
         paired = _mean_sd([b["final_loss"] - f["final_loss"]
                            for f, b in zip(res["runs"]["fp32"], res["runs"]["bf16"])])
-        spread = max(sd for _, sd in loss.values())
+        final = {p: [[r["final_loss"]] for r in res["runs"][p]] for p in PRECISIONS}
+        verdict = (compare(final["fp32"], final["bf16"], margin=MARGIN, relative=True)
+                   if len(final["fp32"]) > 1 else None)
         out[name] = {"speedup": speed["bf16"] / speed["fp32"], "images_per_s": speed,
-                     "loss": loss, "paired_difference": paired,
-                     "measurable": abs(loss["bf16"][0] - loss["fp32"][0]) >= 2 * spread}
+                     "loss": loss, "paired_difference": paired, "comparison": verdict}
     return out
 
 
@@ -129,12 +135,12 @@ def markdown_table(results: dict) -> str:
                          f"{'' if p == 'fp32' else format(s['speedup'], '.2f')} | "
                          f"{mean:.4f} ± {sd:.4f} |")
         d_mean, d_sd = s["paired_difference"]
+        c = s["comparison"]
         verdicts.append(
             f"* {res['title']}: bf16 minus fp32 final loss, seed by seed, "
-            f"{d_mean:+.5f} ± {d_sd:.5f}; "
-            + ("**a measurable difference** (at least twice the spread between seeds)."
-               if s["measurable"] else
-               "**no measurable difference** (less than twice the spread between seeds)."))
+            f"{d_mean:+.5f} ± {d_sd:.5f}; bf16/fp32 "
+            + (f"{c.describe(4).replace(' x 1 items', '')}." if c else
+               "needs at least 2 seeds for a verdict."))
     return "\n".join(lines + [""] + verdicts) + "\n"
 
 
