@@ -99,20 +99,20 @@ def test_frame_png_is_small_and_at_its_own_resolution(tiny):
 
 def test_the_grid_has_every_class_and_scale_and_guidance_0_is_shared(explorer):
     e = explorer
-    assert set(e.grid) == {(c, s) for c in range(10) for s in (0.0, 1.0, 3.0)}
+    assert set(e.grid) == {(c, s, 0.0) for c in range(10) for s in (0.0, 1.0, 3.0)}
     assert all(len(frames) == 6 for frames in e.grid.values())  # 5 steps and the result
-    shared = e.grid[(0, 0.0)]
-    assert all(e.grid[(c, 0.0)] is shared for c in range(10))  # one run serves every class
-    starts = [e.grid[(c, 1.0)][0].xt for c in range(10)]
+    shared = e.grid[(0, 0.0, 0.0)]
+    assert all(e.grid[(c, 0.0, 0.0)] is shared for c in range(10))  # one run serves every class
+    starts = [e.grid[(c, 1.0, 0.0)][0].xt for c in range(10)]
     assert all(torch.equal(s, starts[0]) for s in starts)  # every class from the same noise
-    finals = {bytes(e.pngs[(c, 1.0)][-1]) for c in range(10)}
+    finals = {bytes(e.pngs[(c, 1.0, 0.0)][-1]) for c in range(10)}
     assert len(finals) == 10  # ... and the class decides what comes out
-    assert e.shown_key() == (2, 1.0, 3)
+    assert e.shown_key() == (2, 1.0, 0.0, 3)
 
 
 def test_controls_show_the_quantities_they_change(explorer):
     e = explorer
-    ts = [str(f.t) for f in e.grid[(0, 1.0)][:-1]]
+    ts = [str(f.t) for f in e.grid[(0, 1.0, 0.0)][:-1]]
     assert [label for label, _ in e.step.options] == ts + ["result"]
     assert e.step.description == "t" and "frame" not in e.step.description
     assert [label for label, _ in e.guidance.options] == ["0", "1", "3"]
@@ -154,7 +154,7 @@ def test_every_control_is_linked_to_a_level_of_the_view(explorer):
     # guidance 0: one stack of steps, not one per class
     assert top.children[0].links[0].source == (e.step, "index")
     for (s, c, k), image in _leaves(top)[6:]:  # past the shared guidance-0 run
-        assert image.value == e.pngs[(c, e.guidance_scales[s])][k]
+        assert image.value == e.pngs[(c, e.guidance_scales[s], 0.0)][k]
     assert len(_leaves(top)) == 6 + 2 * 10 * 6
 
 
@@ -186,13 +186,38 @@ def test_captions_name_the_step_and_have_one_height(explorer):
     e.guidance.index = 1
 
 
+def test_eta_is_a_control_when_more_than_one_value_is_on_offer(tiny):
+    e = DenoisingExplorer(*tiny, steps=4, labels=(0, 1), guidance_scales=(0.0, 1.0), label=1,
+                          etas=(0.0, 1.0))
+    assert e.eta in e.children and [t for t, _ in e.eta.options] == ["0", "1"]
+    assert set(e.grid) == {(c, s, eta) for c in (0, 1) for s in (0.0, 1.0) for eta in (0.0, 1.0)}
+    # Same starting noise; at eta = 1 fresh noise along the way changes the path.
+    assert torch.equal(e.grid[(1, 1.0, 0.0)][0].xt, e.grid[(1, 1.0, 1.0)][0].xt)
+    assert not torch.equal(e.grid[(1, 1.0, 0.0)][-1].xt, e.grid[(1, 1.0, 1.0)][-1].xt)
+    assert e.grid[(0, 0.0, 1.0)] is e.grid[(1, 0.0, 1.0)]  # guidance 0 still shared
+    e.step.index = 4
+    before = e.shown_png()
+    e.eta.index = 1
+    assert e.shown_png() != before and e.shown_key() == (1, 1.0, 1.0, 4)
+    assert "fresh noise" in _visible(e.notes.children[1]).value
+    shown = e.view  # eta > guidance > class > t, followed by the Python observers
+    for _ in range(4):
+        shown = _visible(shown)
+    assert isinstance(shown, W.Image) and shown.value == e.shown_png()
+    for bad in ((), (0.0, 1.5), ("a",)):
+        with pytest.raises(ValueError, match="etas must be"):
+            DenoisingExplorer(*tiny, steps=2, etas=bad)
+    with pytest.raises(ValueError, match="eta=0.5 is not on offer"):
+        DenoisingExplorer(*tiny, steps=2, etas=(0.0, 1.0), eta=0.5)
+
+
 def test_an_unconditional_model_has_no_class_or_guidance_control():
     torch.manual_seed(0)
     model = DiffusionUNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, norm_groups=4,
                           num_heads=2, num_timesteps=20).eval()
     e = DenoisingExplorer(model, NoiseSchedule("cosine", 20), steps=4)
     assert e.label not in e.children and e.guidance not in e.children and e.step in e.children
-    assert set(e.grid) == {(None, 1.0)} and len(e.pngs[(None, 1.0)]) == 5
+    assert set(e.grid) == {(None, 1.0, 0.0)} and len(e.pngs[(None, 1.0, 0.0)]) == 5
     with pytest.raises(ValueError, match="unconditional"):
         DenoisingExplorer(model, NoiseSchedule("cosine", 20), steps=4, label=3)
 

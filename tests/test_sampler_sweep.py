@@ -188,3 +188,18 @@ def test_eta_rows_are_swept_and_the_rest_reused(tiny, tmp_path):
         sampler_sweep.run_sweep(ddpm=False, reuse=path, **dict(kw, n=21))
     with pytest.raises(SystemExit):
         sampler_sweep.main(["--etas", "2", "--no-ddpm"])
+
+
+def test_rows_carried_over_are_counted_with_their_day_in_the_header():
+    row = dict(sampler="ddim", steps=10, n=4, guidance_scale=2.0, fd=3.0, label_accuracy=0.9,
+               seconds=1.0, spacing="trailing", eta=0.0)
+    meta = dict(n=4, device="cpu", machine={"cpu": "CPU A"}, threads=2, torch="x",
+                date="2026-12-06", guidance_scale=2.0, spacing="trailing",
+                real_floor_fd=0.5, real_floor_fd_sd=0.1)
+    rows = [dict(row, sampled_on="2026-12-05", sampled_on_cpu="CPU A"),
+            dict(row, steps=20, sampled_on="2026-12-05", sampled_on_cpu="CPU A"),
+            dict(row, steps=50, sampled_on="2026-11-22", sampled_on_cpu="CPU B"),
+            dict(row, steps=100)]
+    header = sweep.markdown_table({"meta": meta, "rows": rows}).splitlines()[0]
+    assert "2 rows carried over from the run of 2026-12-05." in header
+    assert "1 row carried over from the run of 2026-11-22 (on CPU B)." in header

@@ -95,6 +95,17 @@ def _header(results: dict) -> str:
     if any(r.get("fd_sd_with_real") is not None for r in results["rows"]):
         line += (" \"sd, real redrawn\": the same with the real digits redrawn too, the spread "
                  "of an FD on its own.")
+    # Rows carried over from an earlier run (``--reuse``) keep the day they were sampled on;
+    # rows labelled in the table itself (``reused_from``) are not counted here.
+    carried: dict = {}
+    for r in results["rows"]:
+        day = r.get("sampled_on")
+        if day and day != m["date"] and not r.get("reused_from"):
+            key = (day, r.get("sampled_on_cpu"))
+            carried[key] = carried.get(key, 0) + 1
+    for (day, cpu), n in sorted(carried.items(), key=lambda kv: str(kv[0])):
+        line += (f" {n} row{'s' if n > 1 else ''} carried over from the run of {day}"
+                 + (f" (on {cpu})" if cpu and cpu != m["machine"]["cpu"] else "") + ".")
     return line
 
 

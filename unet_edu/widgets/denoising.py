@@ -3,8 +3,10 @@
 For every step of a DDIM run the explorer shows three large pictures side by side: ``x_t``,
 the noisy image the network sees at timestep ``t``; the clean image ``x0`` that its prediction
 implies; and the noise ``eps`` it predicts.  A slider runs over ``t`` itself (999, 949, ... and
-then the result), a menu picks the class and a slider the guidance scale.  Every step of the
-run is kept: the digit appears gradually, and the slider shows when.
+then the result), a menu picks the class, a slider the guidance scale and, where more than one
+is on offer, a slider DDIM's noise dial ``eta`` (0: the deterministic sampler; 1: fresh noise
+at every step, as DDPM).  Every step of the run is kept: the digit appears gradually, and the
+slider shows when.
 
 Every class starts from the *same* noise, so what changes the digit is the class and the
 guidance, nothing else.  At guidance 0 the class is ignored (the prediction is the
@@ -26,7 +28,7 @@ The data path is plain functions, tested on their own:
 * :func:`select_frames` turns one sample of a trajectory into frames: every step and the
   result, or at most ``max_frames`` evenly spaced ones;
 * :func:`frame_png` draws one frame as a small PNG strip ``[x_t | x0 | eps]``;
-* :func:`denoising_grid` samples every (class, guidance) trajectory of the explorer.
+* :func:`denoising_grid` samples every (class, guidance, eta) trajectory of the explorer.
 """
 
 from __future__ import annotations
@@ -79,11 +81,13 @@ class Frame:
 
 
 def denoising_trajectory(model, schedule, sampler: str = "ddim", steps: int = 20, label=3,
-                         guidance_scale: float = 2.0, seed: int = 0) -> Trajectory:
+                         guidance_scale: float = 2.0, seed: int = 0,
+                         eta: float = 0.0) -> Trajectory:
     """Sample and keep every step (``x_t``, predicted ``x0``, predicted ``eps``).
 
-    ``sampler`` is ``"ddim"`` (deterministic, ``steps`` steps) or ``"ddpm"`` (all of the
-    schedule's steps; ``steps`` is ignored).  ``label`` is one class, a list of classes (one
+    ``sampler`` is ``"ddim"`` (``steps`` steps; deterministic at ``eta=0``, with fresh noise
+    at every step up to ``eta=1``) or ``"ddpm"`` (all of the schedule's steps; ``steps`` and
+    ``eta`` are ignored).  ``label`` is one class, a list of classes (one
     sample per class, in one batch) or ``None`` (no class).  The same ``seed`` gives every
     sample the same starting noise whatever the other arguments; in a batch, each position
     has its own noise.
@@ -100,7 +104,7 @@ def denoising_trajectory(model, schedule, sampler: str = "ddim", steps: int = 20
                   progress=False)
     shape = (len(labels), model.config["in_channels"], 28, 28)
     if sampler == "ddim":
-        return ddim_sample(model, schedule, shape, steps=int(steps), **kwargs)
+        return ddim_sample(model, schedule, shape, steps=int(steps), eta=float(eta), **kwargs)
     return ddpm_sample(model, schedule, shape, **kwargs)
 
 
@@ -171,30 +175,35 @@ def _check_run(traj: Trajectory, where: str) -> None:
 
 
 def denoising_grid(model, schedule, labels=tuple(range(10)), guidance_scales=GUIDANCE_SCALES,
-                   steps: int = 20, frames: int | None = None, seed: int = 0) -> dict:
-    """Every trajectory the explorer can show, as ``{(label, guidance): [Frame, ...]}``.
+                   steps: int = 20, frames: int | None = None, seed: int = 0,
+                   etas=(0.0,)) -> dict:
+    """Every trajectory the explorer can show, as ``{(label, guidance, eta): [Frame, ...]}``.
 
-    One DDIM run of ``steps`` steps per class and guidance scale, every one from the same noise
-    (``seed``), so only the controls change the picture.  At guidance 0 the class is ignored,
-    so one run (of the first class) serves every class: their entries are the same list.
-    ``labels`` may be ``(None,)`` for an unconditional model.
+    One DDIM run of ``steps`` steps per class, guidance scale and ``eta``, every one from the
+    same noise (``seed``; at ``eta > 0`` the noise added along the way is seeded too), so only
+    the controls change the picture.  At guidance 0 the class is ignored, so one run (of the
+    first class) serves every class: their entries are the same list.  ``labels`` may be
+    ``(None,)`` for an unconditional model.
     """
-    for name, values in (("labels", labels), ("guidance_scales", guidance_scales)):
+    for name, values in (("labels", labels), ("guidance_scales", guidance_scales),
+                         ("etas", etas)):
         if len(values) == 0:
             raise ValueError(f"{name} is empty: give at least one value (the defaults are "
-                             f"range(10) and {GUIDANCE_SCALES})")
+                             f"range(10), {GUIDANCE_SCALES} and (0.0,))")
     grid = {}
-    for scale in guidance_scales:
-        shared = None
-        for label in labels:
-            if shared is not None:  # guidance 0: the same run for every class
-                grid[(label, scale)] = shared
-                continue
-            traj = denoising_trajectory(model, schedule, "ddim", steps, label, scale, seed)
-            _check_run(traj, "DenoisingExplorer")
-            grid[(label, scale)] = select_frames(traj, frames, 0, schedule)
-            if scale == 0 and label is not None:
-                shared = grid[(label, scale)]
+    for eta in etas:
+        for scale in guidance_scales:
+            shared = None
+            for label in labels:
+                if shared is not None:  # guidance 0: the same run for every class
+                    grid[(label, scale, eta)] = shared
+                    continue
+                traj = denoising_trajectory(model, schedule, "ddim", steps, label, scale, seed,
+                                            eta)
+                _check_run(traj, "DenoisingExplorer")
+                grid[(label, scale, eta)] = select_frames(traj, frames, 0, schedule)
+                if scale == 0 and label is not None:
+                    shared = grid[(label, scale, eta)]
     return grid
 
 
@@ -220,6 +229,14 @@ def _guidance_note(scale: float, conditional: bool) -> str:
         return "<b>Guidance 1</b>: the class-conditional prediction, as trained."
     return (f"<b>Guidance {scale:g}</b>: the step away from the unconditional prediction, "
             f"towards the class, is made {scale:g} times as long.")
+
+
+def _eta_note(eta: float) -> str:
+    if eta == 0:
+        return ("<b>η = 0</b>: deterministic DDIM; each step moves along one smooth path "
+                "(the probability-flow ODE).")
+    what = "as much fresh noise as DDPM" if eta == 1 else f"{eta:g} of DDPM's fresh noise"
+    return f"<b>η = {eta:g}</b>: every step adds {what}, so the path jitters."
 
 
 def _index(options, value, name: str) -> int:
@@ -250,14 +267,17 @@ class DenoisingExplorer(W.VBox):
     For a class-conditional model, ``labels`` are the classes on offer (default: all) and
     ``guidance_scales`` the guidance scales (default 0, 1 and 4); ``label`` and
     ``guidance_scale`` are shown first (default 3 and 1).  An unconditional model has neither
-    control.  Building it samples one run per class and guidance scale (about ten seconds
-    for the shipped model on one CPU core); after that every control only switches between
-    stored pictures, with or without a kernel.
+    control.  ``etas`` are the values of DDIM's noise dial on offer (default ``(0.0,)``, the
+    deterministic sampler, and no control; e.g. ``(0.0, 1.0)`` adds one), ``eta`` the one
+    shown first.  Building it samples one run per class, guidance scale and eta (about ten
+    seconds per eta for the shipped model on one CPU core); after that every control only
+    switches between stored pictures, with or without a kernel.
     """
 
     def __init__(self, model=None, schedule=None, *, label: int | None = None,
                  guidance_scale: float | None = None, steps: int = 20, labels=None,
-                 guidance_scales=None, frames: int | None = None, seed: int = 0):
+                 guidance_scales=None, frames: int | None = None, seed: int = 0,
+                 etas=(0.0,), eta: float | None = None):
         where = "DenoisingExplorer"
         if model is None and schedule is None:
             from ..pretrained import load
@@ -277,24 +297,30 @@ class DenoisingExplorer(W.VBox):
             frames = _whole(frames, "frames", 2)
         labels, scales, label, guidance_scale = self._choices(
             model, conditional, labels, guidance_scales, label, guidance_scale, where)
+        etas = self._etas(etas, where)
+        eta = etas[0] if eta is None else eta
         start = (_index(labels, label, "label"),
-                 _index(scales, float(guidance_scale), "guidance_scale"))
+                 _index(scales, float(guidance_scale), "guidance_scale"),
+                 _index(etas, float(eta), "eta"))
         self.labels, self.guidance_scales, self.conditional = labels, scales, conditional
-        self.grid = denoising_grid(model, schedule, labels, scales, steps, frames, seed)
+        self.etas = etas
+        self.grid = denoising_grid(model, schedule, labels, scales, steps, frames, seed, etas)
         # One PNG per distinct frame list (guidance 0 shares one list among all classes).
         by_list: dict[int, list[bytes]] = {}
         self.pngs = {key: by_list.setdefault(id(fs), [frame_png(f) for f in fs])
                      for key, fs in self.grid.items()}
-        first = self.grid[(labels[0], scales[0])]
+        first = self.grid[(labels[0], scales[0], etas[0])]
         wide = W.Layout(width="100%", max_width="420px")
         self.label = W.Dropdown(options=[(str(c), c) for c in labels], index=start[0],
                                 description="class", layout=wide)
         self.guidance = value_slider("guidance", [f"{s:g}" for s in scales], start[1], wide)
+        self.eta = value_slider("η", [f"{e:g}" for e in etas], start[2], wide)
         self.step = value_slider("t", [("result" if f.t is None else str(f.t)) for f in first],
                                  len(first) // 2, wide)
         box_w = 3 * 28 * ENLARGE + 2 * GAP * ENLARGE
         controls = ([self.label] if len(labels) > 1 else []) + (
-            [self.guidance] if len(scales) > 1 else []) + [self.step]
+            [self.guidance] if len(scales) > 1 else []) + (
+            [self.eta] if len(etas) > 1 else []) + [self.step]
         self.view = self._build_view()
         self.notes, self.captions = self._notes(box_w), self._captions(first, box_w)
         super().__init__(controls + [
@@ -335,6 +361,18 @@ class DenoisingExplorer(W.VBox):
         return bool(cfg.get("num_classes"))
 
     @staticmethod
+    def _etas(etas, where) -> list[float]:
+        try:
+            etas = [float(e) for e in etas]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: etas must be numbers in [0, 1], e.g. (0.0, 1.0), got "
+                             f"{etas!r}") from None
+        if not etas or any(not 0 <= e <= 1 for e in etas):
+            raise ValueError(f"{where}: etas must be one or more numbers in [0, 1] (0: "
+                             f"deterministic DDIM, 1: as much noise as DDPM), got {etas}")
+        return etas
+
+    @staticmethod
     def _choices(model, conditional, labels, scales, label, scale, where):
         if not conditional:
             given = [n for n, v in (("label", label), ("labels", labels), ("guidance_scale", scale),
@@ -370,25 +408,28 @@ class DenoisingExplorer(W.VBox):
 
     # -- the view ----------------------------------------------------------------------------
     def _build_view(self) -> W.Widget:
-        # Nested stacks, one level per control: guidance > class > t.  The level with the most
-        # values is innermost, so there are fewer stacks in the page.  At guidance 0 every class
-        # shares one run: its page is that run's stack alone.  One layout model for all
+        # Nested stacks, one level per control: eta > guidance > class > t.  The level with the
+        # most values is innermost, so there are fewer stacks in the page.  At guidance 0 every
+        # class shares one run: its page is that run's stack alone.  One layout model for all
         # pictures, one for all stacks: a smaller page.  Stacks span the column, so that a
         # picture's box can take its width.
         shared, box = W.Layout(), W.Layout(width="100%")
-        by_scale = []
-        for scale in self.guidance_scales:
-            steps_of = {}  # one stack of steps per distinct run
-            by_label = []
-            for label in self.labels:
-                pngs = self.pngs[(label, scale)]
-                if id(pngs) not in steps_of:
-                    pictures = [frame_image(p, CSS_CLASS, shared) for p in pngs]
-                    steps_of[id(pngs)] = linked_stack(pictures, self.step, "index", box)
-                by_label.append(steps_of[id(pngs)])
-            by_scale.append(by_label[0] if len(steps_of) == 1 else
-                            linked_stack(by_label, self.label, "index", box))
-        return linked_stack(by_scale, self.guidance, "index", box)
+        by_eta = []
+        for eta in self.etas:
+            by_scale = []
+            for scale in self.guidance_scales:
+                steps_of = {}  # one stack of steps per distinct run
+                by_label = []
+                for label in self.labels:
+                    pngs = self.pngs[(label, scale, eta)]
+                    if id(pngs) not in steps_of:
+                        pictures = [frame_image(p, CSS_CLASS, shared) for p in pngs]
+                        steps_of[id(pngs)] = linked_stack(pictures, self.step, "index", box)
+                    by_label.append(steps_of[id(pngs)])
+                by_scale.append(by_label[0] if len(steps_of) == 1 else
+                                linked_stack(by_label, self.label, "index", box))
+            by_eta.append(linked_stack(by_scale, self.guidance, "index", box))
+        return by_eta[0] if len(by_eta) == 1 else linked_stack(by_eta, self.eta, "index", box)
 
     def _captions(self, frames: list[Frame], width: int) -> W.Widget:
         # A caption depends on the step only (the same t for every class and guidance).
@@ -400,12 +441,18 @@ class DenoisingExplorer(W.VBox):
         return linked_stack(pages, self.step, "index", line)
 
     def _notes(self, width: int) -> W.Widget:
-        texts = [_guidance_note(s, self.conditional) for s in self.guidance_scales]
-        line = W.Layout(height=lines_height(texts, 330), overflow="hidden",
-                        max_width=f"{width}px")
-        style = html_style()
-        pages = [W.HTML(caption_html(t), layout=line, style=style) for t in texts]
-        return pages[0] if len(pages) == 1 else linked_stack(pages, self.guidance, "index", line)
+        def stack(texts, control):
+            line = W.Layout(height=lines_height(texts, 330), overflow="hidden",
+                            max_width=f"{width}px")
+            style = html_style()
+            pages = [W.HTML(caption_html(t), layout=line, style=style) for t in texts]
+            return pages[0] if len(pages) == 1 else linked_stack(pages, control, "index", line)
+
+        notes = stack([_guidance_note(s, self.conditional) for s in self.guidance_scales],
+                      self.guidance)
+        if len(self.etas) == 1:
+            return notes
+        return W.VBox([notes, stack([_eta_note(e) for e in self.etas], self.eta)])
 
     @staticmethod
     def _columns(width: int, cells: list[str]) -> W.HTML:
@@ -426,14 +473,14 @@ class DenoisingExplorer(W.VBox):
 
     # -- what is shown -------------------------------------------------------------------------
     def shown_key(self) -> tuple:
-        """``(label, guidance, step index)`` that the controls select now."""
+        """``(label, guidance, eta, step index)`` that the controls select now."""
         return (self.labels[self.label.index], self.guidance_scales[self.guidance.index],
-                self.step.index)
+                self.etas[self.eta.index], self.step.index)
 
     def shown_png(self) -> bytes:
         """The PNG strip the controls select now."""
-        label, scale, k = self.shown_key()
-        return self.pngs[(label, scale)][k]
+        label, scale, eta, k = self.shown_key()
+        return self.pngs[(label, scale, eta)][k]
 
     def state_bytes(self) -> int:
         """Bytes the explorer adds to a saved notebook or book page (its widget state)."""
