@@ -599,3 +599,33 @@ def test_the_shipped_scale_factor_is_reproduced():
     recorded = torch.tensor(load("digits-ldm").info.extra["training"]["latent_range"])
     assert torch.allclose(pipe.latent_range, recorded, atol=1e-4)  # the range it trained with
     assert pipe.tokenizer.vocabulary == load("digits-ldm").info.extra["training"]["vocabulary"]
+
+
+def test_from_trained_refuses_a_record_without_scale_or_thresholds():
+    from unet_edu.latent import DigitAutoencoder
+
+    with pytest.raises(ValueError, match=r"lacks \['caption_thresholds'\].*info.extra"):
+        LatentDiffusion.from_trained(DigitAutoencoder(), None, None, {"scale_factor": 0.7})
+
+
+def test_run_studies_assembles_the_pipeline_as_from_pretrained(tmp_path, monkeypatch):
+    import tools.train_latent as tl
+    from unet_edu.pretrained import HERE
+
+    for name in ("digits-vae", "digits-ldm"):
+        (tmp_path / f"{name}.safetensors").symlink_to(HERE / f"{name}.safetensors")
+    seen = {}
+
+    def fake_write(pipe, classifier, target, force):
+        seen["pipe"] = pipe
+        target.write_text("{}")
+        return target
+
+    monkeypatch.setattr(tl, "write_studies", fake_write)
+    monkeypatch.setattr(tl, "_remind_checksums", lambda path: None)
+    tl.run_studies(tmp_path)
+    ref = LatentDiffusion.from_pretrained(device="cpu")
+    pipe = seen["pipe"]
+    assert pipe.scale_factor == ref.scale_factor
+    assert torch.equal(pipe.latent_range.cpu(), ref.latent_range.cpu())
+    assert pipe.thresholds == ref.thresholds and pipe.schedule.num_steps == 1000

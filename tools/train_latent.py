@@ -385,10 +385,8 @@ def write_studies(pipe, classifier, target: Path, force: bool = False, **setting
 
 def run_studies(out: Path = HERE, threads: int | None = None, force: bool = False) -> Path:
     """Measure the trained pair in ``out`` once, for chapter 7 (``digits-ldm-studies.json``)."""
-    from unet_edu import captions as cap
-    from unet_edu.data import mnist
     from unet_edu.diffusion import NoiseSchedule
-    from unet_edu.latent import DigitAutoencoder, latent_range
+    from unet_edu.latent import DigitAutoencoder
     from unet_edu.latent_diffusion import STUDIES_FILE, LatentDiffusion
     from unet_edu.models import TextConditionedUNet
     from unet_edu.pretrained import load
@@ -409,13 +407,8 @@ def run_studies(out: Path = HERE, threads: int | None = None, force: bool = Fals
     vae, _ = load_checkpoint(paths[0], model_class=DigitAutoencoder)
     ldm, info = load_checkpoint(paths[1], model_class=TextConditionedUNet)
     tr = info.extra["training"]
-    scale = float(tr["scale_factor"])
-    vae = vae.to(dev).eval()
-    bounds = latent_range(vae, mnist("train", source="bundled").images * 2 - 1, scale)
-    pipe = LatentDiffusion(vae, ldm.to(dev).eval(),
-                           NoiseSchedule(tr["schedule"], tr["num_timesteps"]), scale,
-                           cap.CaptionThresholds.from_dict(tr["caption_thresholds"]),
-                           latent_range=bounds)
+    pipe = LatentDiffusion.from_trained(vae.to(dev).eval(), ldm.to(dev).eval(),
+                                        NoiseSchedule(tr["schedule"], tr["num_timesteps"]), tr)
     classifier = load("digit-classifier", device=dev).model
     path = write_studies(pipe, classifier, target, force)
     _remind_checksums(path)

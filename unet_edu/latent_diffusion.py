@@ -389,18 +389,30 @@ class LatentDiffusion:
         """``pretrained.load("digits-vae")`` and ``pretrained.load("digits-ldm")`` as one."""
         from .pretrained import load
 
+        vae = load("digits-vae", device=device)
+        ldm = load("digits-ldm", device=device)
+        return cls.from_trained(vae.model, ldm.model, ldm.schedule, ldm.info.extra["training"])
+
+    @classmethod
+    def from_trained(cls, autoencoder, model, schedule, training: dict) -> "LatentDiffusion":
+        """The pipeline of a trained autoencoder and latent U-Net, set up as the U-Net was
+        trained: ``training`` is the U-Net's training record (its checkpoint's
+        ``extra["training"]``), which holds the scale factor and the caption thresholds; the
+        sampler's clipping range is measured on the bundled training digits, as in training
+        (:func:`~unet_edu.latent.latent_range`)."""
         from .data import mnist
         from .latent import latent_range
 
-        vae = load("digits-vae", device=device)
-        ldm = load("digits-ldm", device=device)
-        tr = ldm.info.extra["training"]
-        thresholds = cap.CaptionThresholds.from_dict(tr["caption_thresholds"])
-        scale = float(tr["scale_factor"])
+        missing = [k for k in ("scale_factor", "caption_thresholds") if k not in training]
+        if missing:
+            raise ValueError(f"LatentDiffusion.from_trained: the training record lacks "
+                             f"{missing}; pass the latent U-Net checkpoint's "
+                             f"info.extra['training'] (written by tools.train_latent)")
+        thresholds = cap.CaptionThresholds.from_dict(training["caption_thresholds"])
+        scale = float(training["scale_factor"])
         digits = mnist("train", source="bundled").images * 2 - 1
-        bounds = latent_range(vae.model, digits, scale)
-        return cls(vae.model, ldm.model, ldm.schedule, scale, thresholds,
-                   latent_range=bounds)
+        return cls(autoencoder, model, schedule, scale, thresholds,
+                   latent_range=latent_range(autoencoder, digits, scale))
 
     def encode(self, captions) -> torch.Tensor:
         """Token ids of ``captions`` (a string, ``None`` for the null caption, or a list)."""
