@@ -122,9 +122,12 @@ def fit(model, loss_fn, data, *, steps: int, batch_size: int = 64, lr: float = 1
     device rewards them (measured in the appendix "How fast is it?"):
 
     * ``precision="bf16"`` runs the forward pass under bfloat16 autocast (weights, optimizer
-      and loss stay float32).  On a CPU with AVX-512 BF16 it makes a diffusion U-Net step about
-      1.3x faster; a CPU without it has to emulate bf16, which can make it slower.  The default is float32
-      because bf16 rounding differs between CPUs, and the chapters print checked numbers.
+      and loss stay float32).  Whether it pays depends on the processor: on the two CPUs the
+      appendix measures (both with native bf16) it made a diffusion U-Net step 1.3 to 1.5x
+      faster, but where bf16 matrix products are slower than float32 ones (no native bf16, or
+      a slow implementation of it) it makes training slower.  Run the appendix's benchmark
+      before choosing it.  ``fit`` never switches to bf16 by itself: the default is float32,
+      also because bf16 rounding differs between CPUs and the chapters print checked numbers.
     * ``channels_last=True`` stores the model's weights (and so its activations) as NHWC,
       which GPUs' convolution kernels prefer; on the CPU it was slower.
     * ``compile=True`` trains ``torch.compile(model)``.  Compiling takes minutes on a CPU and
