@@ -35,7 +35,7 @@ import unet_edu.blocks as _blocks
 
 from .. import _cli
 from .configs import CONFIGS, LABELS, build, peer_available
-from .measure import _CPU_ATTENTION, matmul_peak
+from .measure import _CPU_ATTENTION, _timed, matmul_peak
 
 __all__ = ["ROWS", "GOAL", "run", "goal_budget", "markdown_table", "main"]
 
@@ -102,10 +102,8 @@ def _attention_shapes(config: str, batch: int) -> dict:
 
 
 def _time(fn, inner: int) -> float:
-    start = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - start) / inner
+    """Wall-clock seconds per call of ``fn`` on the CPU."""
+    return _timed(fn, torch.device("cpu"), inner)[0]
 
 
 def _paths(shapes: dict, repeats: int, inner: int, log) -> list[dict]:
