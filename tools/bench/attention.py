@@ -58,6 +58,17 @@ def textbook_attention(q, k, v):
 PATHS = {"fused kernel": F.scaled_dot_product_attention, "batched matmuls": textbook_attention}
 
 
+@contextlib.contextmanager
+def _attention_replaced(attend):
+    """Every attention layer of the book's U-Nets calls ``attend(q, k, v)`` meanwhile."""
+    keep = _blocks._attend
+    _blocks._attend = attend
+    try:
+        yield
+    finally:
+        _blocks._attend = keep
+
+
 class _WithoutAttentionCore(nn.Module):
     """A DiffusionUNet whose attention layers return their values instead of attending."""
 
@@ -66,12 +77,9 @@ class _WithoutAttentionCore(nn.Module):
         self.model = model
 
     def forward(self, x, t):
-        keep = _blocks._attend
-        _blocks._attend = lambda q, k, v: v * 1.0  # a copy, as attention's output would be
-        try:
+        # v * 1.0: a copy, as attention's output would be
+        with _attention_replaced(lambda q, k, v: v * 1.0):
             return self.model(x, t)
-        finally:
-            _blocks._attend = keep
 
 
 def _model(row: str, config: str) -> nn.Module:
@@ -90,14 +98,9 @@ def _attention_shapes(config: str, batch: int) -> dict:
         shapes[key] = shapes.get(key, 0) + 1
         return v
 
-    keep = _blocks._attend
-    _blocks._attend = record
-    try:
-        with torch.no_grad():
-            c, h, w = CONFIGS[config]["image"]
-            model(torch.zeros(batch, c, h, w), torch.zeros(batch, dtype=torch.long))
-    finally:
-        _blocks._attend = keep
+    c, h, w = CONFIGS[config]["image"]
+    with _attention_replaced(record), torch.no_grad():
+        model(torch.zeros(batch, c, h, w), torch.zeros(batch, dtype=torch.long))
     return shapes
 
 
